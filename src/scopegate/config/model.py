@@ -1,0 +1,168 @@
+"""The validated configuration (SPEC §2) as frozen values.
+
+Everything here has been checked by `config.build`; code on the request path may trust it.
+Values that came from the file keep the `Source` they were read at, so that `check`, `explain`
+and reload errors can point at them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a value was written: 1-based line and column, as editors and `FILE:LINE:COL` count."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+UNKNOWN_SOURCE = Source("<built-in>", 1, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A host and port to listen on; `host` may be an IPv6 literal without brackets."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    """One trusted token issuer. Its keys are bound to it: a token is checked only with the keys
+    of the issuer its `iss` names."""
+
+    issuer: str
+    jwks_uri: str | None = None  # None: discovered from {issuer}/.well-known/openid-configuration
+    audiences: tuple[str, ...] = ()
+    algorithms: tuple[str, ...] = ("RS256",)
+    scope_claims: tuple[str, ...] = ("scope", "scp")  # dotted names read nested claims
+    leeway: float = 30.0
+    required_claims: tuple[str, ...] = ("exp",)
+    token_type: str | None = None  # e.g. "at+jwt" (RFC 9068); None: `typ` is not checked
+    source: Source = UNKNOWN_SOURCE
+
+
+@dataclass(frozen=True, slots=True)
+class JwksPolicy:
+    cache_ttl: float = 600.0
+    min_refresh_interval: float = 30.0
+    max_stale: float = 86400.0
+    timeout: float = 5.0
+    max_response_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Where a route's traffic goes: `scheme://host:port` plus an optional base path."""
+
+    name: str
+    scheme: Literal["http", "https"]
+    host: str
+    port: int
+    base_path: str = ""  # "" or "/api" (never a trailing slash)
+    timeout: float = 30.0
+    connect_timeout: float = 5.0
+    preserve_host: bool = False
+    source: Source = UNKNOWN_SOURCE
+
+    @property
+    def authority(self) -> str:
+        """The `Host` header value: the port is left out when it is the scheme's default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        return f"{self.scheme}://{self.authority}"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_header_bytes: int = 16384
+    max_token_bytes: int = 8192
+    max_body_bytes: int = 10_485_760
+    header_timeout: float = 10.0
+    idle_timeout: float = 75.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRule:
+    """Required scopes as OR-of-AND, the shape of an OpenAPI security requirement.
+
+    ``[a, b]`` in the file is one alternative ``{a, b}``; ``{any: [a, b]}`` is two alternatives
+    ``{a}`` and ``{b}``; ``[[a, b], [c]]`` is ``{a, b}`` or ``{c}``. A rule with one empty
+    alternative needs no scope at all (a route with `auth: required` and no `scopes`).
+    """
+
+    alternatives: tuple[frozenset[str], ...] = (frozenset(),)
+
+    @property
+    def needs_nothing(self) -> bool:
+        return any(not alternative for alternative in self.alternatives)
+
+    @property
+    def all_scopes(self) -> frozenset[str]:
+        return frozenset().union(*self.alternatives)
+
+
+NO_SCOPES = ScopeRule()
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    authorization: bool = True
+    # (claim name, header name) pairs; a dotted claim name reads a nested claim.
+    claims_to_headers: tuple[tuple[str, str], ...] = (("sub", "X-Auth-Subject"),)
+
+
+SCOPES_HEADER = "X-Auth-Scopes"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One entry of `routes:`. `methods` is None when every method is allowed."""
+
+    name: str
+    path: str
+    upstream: str
+    methods: frozenset[str] | None = None
+    auth: Literal["required", "none"] = "required"
+    scopes: ScopeRule = NO_SCOPES
+    audience: str | None = None  # replaces the issuers' `audiences` for this route
+    strip_prefix: str | None = None
+    max_body_bytes: int | None = None
+    source: Source = UNKNOWN_SOURCE
+
+    @property
+    def allowed_methods(self) -> frozenset[str] | None:
+        """The methods this route answers: HEAD is allowed wherever GET is (SPEC §3.1)."""
+        if self.methods is not None and "GET" in self.methods:
+            return self.methods | {"HEAD"}
+        return self.methods
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    issuers: tuple[Issuer, ...]
+    upstreams: Mapping[str, Upstream]
+    routes: tuple[Route, ...]
+    listen: Address = Address("0.0.0.0", 8080)
+    admin_listen: Address = Address("127.0.0.1", 9100)
+    jwks: JwksPolicy = field(default_factory=JwksPolicy)
+    limits: Limits = field(default_factory=Limits)
+    scopes: Mapping[str, str] = field(default_factory=dict)  # catalogue: scope -> description
+    forward: Forwarding = field(default_factory=Forwarding)
+    file: str = "<built-in>"

@@ -1,0 +1,51 @@
+"""Deciding whether a request may pass (SPEC §3 steps 1–3): plain values in, a value or `Denied` out.
+
+The order every request goes through, one module each:
+
+1. `target`   — origin-form only; RFC 3986 normalisation → the path that is matched and forwarded
+2. `routing`  — most specific route wins → `RouteMatch`, or 404 / 405 with `Allow`
+3. `bearer`   — `Authorization: Bearer <token>` → the token, or 401 / 400
+   `verify`   — algorithm, issuer, key, signature, times, audience, type → `Principal`, or 401 / 503
+   `scopes`   — the route's rule against the token's scopes → nothing, or 403
+
+Nothing in this package does I/O of its own: keys arrive through the `verify.KeySource` protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from scopegate.config.model import Route
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """The route chosen for a request, the normalised path it was chosen for, and the values of
+    its `{param}` / `{rest*}` segments."""
+
+    route: Route
+    path: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as proven by a verified token; `ANONYMOUS` on `auth: none` routes."""
+
+    claims: Mapping[str, Any]
+    scopes: frozenset[str]
+    issuer: str | None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.issuer is not None
+
+    @property
+    def subject(self) -> str | None:
+        sub = self.claims.get("sub")
+        return sub if isinstance(sub, str) else None
+
+
+ANONYMOUS = Principal(claims={}, scopes=frozenset(), issuer=None)

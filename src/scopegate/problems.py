@@ -1,0 +1,90 @@
+"""The answers scopegate makes itself: RFC 9457 problem+json bodies, RFC 6750 challenges, request ids.
+
+Usage::
+
+    response = problem_response(Denied(Reason.EXPIRED_TOKEN, "token expired"), request_id)
+    # 401, WWW-Authenticate: Bearer realm="scopegate", error="invalid_token",
+    #      error_description="token expired"; body {"type": ..., "status": 401, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+
+from aiohttp import web
+
+from scopegate.reasons import CHALLENGE_REASONS, Denied
+
+REALM = "scopegate"
+PROBLEM_TYPE_BASE = "https://scopegate.dev/problems/"
+REQUEST_ID_HEADER = "X-Request-Id"
+
+# A client's request id is echoed only when it is short and made of harmless characters: it lands
+# in logs and upstream headers, where anything else could forge entries or split lines.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+# RFC 6750 §3: error_description and scope use %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
+_UNSAFE_IN_QUOTED = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+
+
+def request_id(client_value: str | None) -> str:
+    """The client's `X-Request-Id` when it is sane, else a fresh random one."""
+    if client_value is not None and _SANE_REQUEST_ID.fullmatch(client_value):
+        return client_value
+    return secrets.token_hex(16)
+
+
+def _quoted(value: str) -> str:
+    return '"' + _UNSAFE_IN_QUOTED.sub("?", value) + '"'
+
+
+def challenge(denied: Denied) -> str | None:
+    """The `WWW-Authenticate` value for a denial, or None when the answer carries no challenge."""
+    if not denied.challenge or denied.reason not in CHALLENGE_REASONS:
+        return None
+    params = [f"realm={_quoted(REALM)}"]
+    error = denied.reason.oauth_error
+    if error is not None:  # RFC 6750 §3.1: a request with no credentials gets no error code
+        params.append(f"error={_quoted(error)}")
+        params.append(f"error_description={_quoted(denied.detail)}")
+    if denied.scope is not None:
+        params.append(f"scope={_quoted(denied.scope)}")
+    return "Bearer " + ", ".join(params)
+
+
+def problem_body(status: int, title: str, detail: str, slug: str) -> bytes:
+    return json.dumps(
+        {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail},
+        ensure_ascii=True,
+    ).encode()
+
+
+def problem_response(
+    denied: Denied, rid: str, *, close: bool = False
+) -> web.Response:
+    """The complete answer to a denied request."""
+    reason = denied.reason
+    response = plain_problem(reason.status, reason.title, denied.detail, str(reason), rid)
+    www_authenticate = challenge(denied)
+    if www_authenticate is not None:
+        response.headers["WWW-Authenticate"] = www_authenticate
+    if denied.allow:
+        response.headers["Allow"] = ", ".join(denied.allow)
+    if denied.retry_after is not None:
+        response.headers["Retry-After"] = str(denied.retry_after)
+    if close:
+        response.force_close()
+    return response
+
+
+def plain_problem(status: int, title: str, detail: str, slug: str, rid: str) -> web.Response:
+    """A problem+json answer that is not a denial (upstream failures, framing errors)."""
+    response = web.Response(
+        status=status,
+        body=problem_body(status, title, detail, slug),
+        content_type="application/problem+json",
+    )
+    response.headers[REQUEST_ID_HEADER] = rid
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,159 @@
+"""Step 4 of SPEC §3, the header half: what the upstream and the client are allowed to see.
+
+Order matters and is fixed here: every client-supplied header that could speak for scopegate is
+removed first (hop-by-hop, `Connection`-named, spoofable forwarding and override headers, identity
+headers in any spelling), and only then are scopegate's own values set. A client therefore can
+never make scopegate drop a header it sets (`Connection: X-Auth-Subject`) or smuggle one in.
+
+Usage::
+
+    policy = HeaderPolicy(config.forward)
+    upstream_headers = policy.request_headers(raw, principal, client_ip=..., scheme=..., ...)
+    client_headers = response_headers(upstream_response.raw_headers)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from multidict import CIMultiDict
+
+from scopegate.config.model import SCOPES_HEADER, Forwarding
+from scopegate.pipeline import Principal
+from scopegate.pipeline.scopes import read_claim
+
+RawHeaders = Iterable[tuple[bytes, bytes]]
+
+# RFC 9110 §7.6.1 and the de-facto ones every proxy drops (Keep-Alive, Proxy-Connection).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# Set by scopegate from what it knows, or headers an upstream might trust to mean something about
+# the request that only the edge may say (SPEC §3.4). Host and Content-Length are recomputed;
+# Expect has been answered by scopegate itself.
+_REQUEST_DROPPED = frozenset(
+    {
+        "host",
+        "content-length",
+        "expect",
+        "forwarded",
+        "x-real-ip",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-request-id",
+    }
+)
+
+
+def _canonical(name: str) -> str:
+    """Header names as an upstream framework may read them: `X_Auth_Subject` is `x-auth-subject`."""
+    return name.lower().replace("_", "-")
+
+
+def connection_named(raw: RawHeaders) -> set[str]:
+    """Lower-cased names listed in any `Connection` header: they are hop-by-hop for this message."""
+    named: set[str] = set()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            named.update(
+                token.strip().lower() for token in value.decode("latin-1").split(",") if token
+            )
+    return named
+
+
+def claim_header_value(value: Any) -> str:
+    """A claim as a header value: plain printable ASCII strings as they are, the rest as JSON."""
+    if isinstance(value, str) and value.isascii() and value.isprintable():
+        return value
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+
+
+class HeaderPolicy:
+    """What to strip and set on the way to the upstream, compiled once per configuration."""
+
+    def __init__(self, forward: Forwarding) -> None:
+        self._claims_to_headers = forward.claims_to_headers
+        identity = {_canonical(header) for _, header in forward.claims_to_headers}
+        identity.add(_canonical(SCOPES_HEADER))
+        if not forward.authorization:
+            identity.add("authorization")
+        self._dropped = HOP_BY_HOP | _REQUEST_DROPPED | identity
+
+    def request_headers(
+        self,
+        raw: RawHeaders,
+        principal: Principal,
+        *,
+        client_ip: str | None,
+        scheme: str,
+        upstream_host: str | None,
+        request_id: str,
+    ) -> CIMultiDict[str]:
+        """The headers to send upstream. `upstream_host` None keeps the client's `Host`."""
+        raw = list(raw)
+        dropped = self._dropped | connection_named(raw)
+        out: CIMultiDict[str] = CIMultiDict()
+        forwarded_for: list[str] = []
+        client_host = ""
+        for name_bytes, value_bytes in raw:
+            name = name_bytes.decode("latin-1")
+            value = value_bytes.decode("latin-1")
+            canonical = _canonical(name)
+            if canonical == "host":
+                client_host = value
+            if canonical == "x-forwarded-for":
+                forwarded_for.append(value)
+            elif canonical not in dropped:
+                out.add(name, value)
+        if client_ip:
+            forwarded_for.append(client_ip)
+        if forwarded_for:
+            out["X-Forwarded-For"] = ", ".join(forwarded_for)
+        out["X-Forwarded-Proto"] = scheme
+        if client_host:
+            out["X-Forwarded-Host"] = client_host
+        out["Host"] = upstream_host if upstream_host is not None else client_host
+        out["X-Request-Id"] = request_id
+        self._set_identity(out, principal)
+        return out
+
+    def _set_identity(self, out: CIMultiDict[str], principal: Principal) -> None:
+        if not principal.authenticated:
+            return
+        for claim, header in self._claims_to_headers:
+            value = read_claim(principal.claims, claim)
+            if value is not None:
+                out[header] = claim_header_value(value)
+        out[SCOPES_HEADER] = " ".join(sorted(principal.scopes))
+
+
+def response_headers(raw: RawHeaders) -> CIMultiDict[str]:
+    """The upstream's response headers minus hop-by-hop ones; framing is scopegate's to set."""
+    raw = list(raw)
+    dropped = HOP_BY_HOP | {"content-length"} | connection_named(raw)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name_bytes, value_bytes in raw:
+        name = name_bytes.decode("latin-1")
+        if name.lower() not in dropped:
+            out.add(name, value_bytes.decode("latin-1"))
+    return out

@@ -1,0 +1,226 @@
+"""The request handler: SPEC §3 in order, one stage per module.
+
+    framing → target → routing → bearer → verify → scopes → body limit → headers → upstream
+
+A denial is raised as `Denied` by whichever stage refuses and caught here once; the same value
+makes the answer, the metric and the access-log line. A denied request never reaches an upstream:
+forwarding is the last line of `handle`, after every check has passed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from scopegate import logs
+from scopegate.metrics import UNMATCHED, Metrics
+from scopegate.pipeline import ANONYMOUS, Principal, RouteMatch
+from scopegate.pipeline.bearer import extract_bearer
+from scopegate.pipeline.framing import check_framing
+from scopegate.pipeline.scopes import require
+from scopegate.pipeline.target import parse_target
+from scopegate.problems import REQUEST_ID_HEADER, plain_problem, problem_response, request_id
+from scopegate.proxy import upstream
+from scopegate.reasons import Denied, Reason
+from scopegate.runtime import Runtime
+
+
+@dataclass
+class _Outcome:
+    """What the access log and metrics say about one request, filled in as it goes."""
+
+    route: str = UNMATCHED
+    path: str | None = None
+    reason: Reason | None = None
+    upstream: str | None = None
+    principal: Principal = field(default=ANONYMOUS)
+    error: str | None = None
+
+
+class Gateway:
+    """Holds the current `Runtime` (swapped whole on reload) and answers requests with it."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.runtime = runtime
+        self._session = session
+        self._metrics = metrics
+        self._clock = clock
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = self._clock()
+        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
+        runtime = self.runtime  # this request finishes on the generation it started with
+        outcome = _Outcome()
+        try:
+            response = await self._decide_and_forward(request, runtime, rid, outcome)
+        except Denied as denied:
+            outcome.reason = denied.reason
+            self._metrics.denied(outcome.route, denied.reason)
+            response = problem_response(denied, rid, close=_must_close(request, denied))
+        except upstream.UpstreamFailure as failure:
+            outcome.error = failure.kind
+            self._metrics.upstream_errors.labels(
+                upstream=outcome.upstream, reason=failure.kind
+            ).inc()
+            response = plain_problem(
+                failure.status, "Bad gateway" if failure.status == 502 else "Gateway timeout",
+                failure.detail, f"upstream_{failure.kind}", rid,
+            )
+        self._finish(request, response, rid, outcome, self._clock() - started)
+        return response
+
+    async def _decide_and_forward(
+        self, request: web.BaseRequest, runtime: Runtime, rid: str, outcome: _Outcome
+    ) -> web.StreamResponse:
+        limits = runtime.config.limits
+        check_framing(
+            (request.version.major, request.version.minor),
+            request.method,
+            request.raw_path,
+            request.raw_headers,
+            limits.max_header_bytes,
+        )
+        target = parse_target(request.raw_path)
+        outcome.path = target.path
+        match = runtime.routes.match(request.method, target.path)
+        outcome.route = match.route.name
+        principal = await self._authenticate(request, runtime, match)
+        outcome.principal = principal
+        body_limit = _body_limit(request, match, limits.max_body_bytes)
+        await _answer_expect_continue(request)
+        return await self._forward(request, runtime, match, target.query, principal, rid, body_limit, outcome)
+
+    async def _authenticate(
+        self, request: web.BaseRequest, runtime: Runtime, match: RouteMatch
+    ) -> Principal:
+        route = match.route
+        if route.auth == "none":
+            return ANONYMOUS
+        token = extract_bearer(
+            request.headers.getall("Authorization", []), runtime.config.limits.max_token_bytes
+        )
+        principal = await runtime.verifier.verify(token, audience=route.audience)
+        require(route.scopes, principal.scopes)
+        return principal
+
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        runtime: Runtime,
+        match: RouteMatch,
+        query: str | None,
+        principal: Principal,
+        rid: str,
+        body_limit: int,
+        outcome: _Outcome,
+    ) -> web.StreamResponse:
+        route = match.route
+        target_upstream = runtime.config.upstreams[route.upstream]
+        outcome.upstream = target_upstream.name
+        headers = runtime.headers.request_headers(
+            request.raw_headers,
+            principal,
+            client_ip=request.remote,
+            scheme=request.scheme,
+            upstream_host=None if target_upstream.preserve_host else target_upstream.authority,
+            request_id=rid,
+        )
+        path = _strip_prefix(match.path, route.strip_prefix)
+        target = target_upstream.base_path + path + ("" if query is None else "?" + query)
+        try:
+            return await upstream.forward(
+                self._session,
+                request,
+                target_upstream,
+                target,
+                headers,
+                body_limit=body_limit,
+                extra_response_headers={REQUEST_ID_HEADER: rid},
+                observe=lambda name, seconds: self._metrics.upstream_duration.labels(
+                    upstream=name
+                ).observe(seconds),
+                observe_failure=lambda name, kind: self._metrics.upstream_errors.labels(
+                    upstream=name, reason=kind
+                ).inc(),
+            )
+        except upstream.BodyTooLarge:
+            raise Denied(
+                Reason.BODY_TOO_LARGE,
+                f"the request body exceeds {body_limit} bytes",
+                challenge=False,
+            ) from None
+
+    def _finish(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        rid: str,
+        outcome: _Outcome,
+        seconds: float,
+    ) -> None:
+        self._metrics.answered(outcome.route, request.method, response.status, seconds)
+        claims: dict[str, Any] = dict(outcome.principal.claims)
+        logs.access(
+            request_id=rid,
+            method=request.method,
+            path=outcome.path,
+            route=outcome.route,
+            status=response.status,
+            decision="deny" if outcome.reason else ("error" if outcome.error else "allow"),
+            reason=str(outcome.reason) if outcome.reason else outcome.error,
+            subject=outcome.principal.subject,
+            client_id=claims.get("azp") or claims.get("client_id"),
+            upstream=outcome.upstream,
+            duration_ms=round(seconds * 1000, 3),
+            remote=request.remote,
+        )
+
+
+def _body_limit(request: web.BaseRequest, match: RouteMatch, default: int) -> int:
+    """The route's body limit; a declared length over it is refused before any byte moves."""
+    limit = match.route.max_body_bytes if match.route.max_body_bytes is not None else default
+    if request.content_length is not None and request.content_length > limit:
+        raise Denied(
+            Reason.BODY_TOO_LARGE,
+            f"the declared body of {request.content_length} bytes exceeds {limit}",
+            challenge=False,
+        )
+    return limit
+
+
+async def _answer_expect_continue(request: web.BaseRequest) -> None:
+    """`Expect: 100-continue` is answered only now that the request is allowed (SPEC §3.1)."""
+    if request.version == aiohttp.HttpVersion11 and (
+        request.headers.get("Expect", "").lower() == "100-continue"
+    ):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def _strip_prefix(path: str, prefix: str | None) -> str:
+    if prefix is None:
+        return path
+    if path == prefix:
+        return "/"
+    if path.startswith(prefix + "/"):
+        return path[len(prefix) :]
+    return path
+
+
+def _must_close(request: web.BaseRequest, denied: Denied) -> bool:
+    """Close after a framing doubt, or when an unread body would otherwise have to be drained."""
+    if denied.reason in (Reason.HEADERS_TOO_LARGE,) or (
+        denied.reason is Reason.INVALID_REQUEST and not denied.challenge
+    ):
+        return True
+    return request.body_exists and not request.content.is_eof()

@@ -1,0 +1,117 @@
+"""One generation of configuration, ready for requests: route table, verifier, key stores, header
+policy. A reload builds a whole new `Runtime` and swaps one reference; requests in flight keep the
+generation they started with.
+
+Usage::
+
+    runtime = Runtime.build(config, session, metrics, previous=old_runtime)  # ConfigErrors if bad
+    await runtime.start()          # warm up key stores that are new in this generation
+    ...
+    await old_runtime.retire(keep=runtime)   # closes the stores the new generation did not adopt
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from scopegate.config.errors import ConfigError, ConfigErrors
+from scopegate.config.model import Config, Issuer, JwksPolicy
+from scopegate.keys.store import JwksStore
+from scopegate.metrics import Metrics
+from scopegate.pipeline.routing import RouteTable, compile_routes
+from scopegate.pipeline.verify import TokenVerifier
+from scopegate.proxy.headers import HeaderPolicy
+
+
+def route_errors(config: Config) -> list[ConfigError]:
+    """Errors of the route table as a whole (bad patterns, ambiguous routes), as config errors."""
+    compiled = compile_routes(config.routes)
+    return [ConfigError(issue.source, issue.message) for issue in compiled.errors]
+
+
+def _store_key(issuer: Issuer, policy: JwksPolicy) -> tuple[Issuer, JwksPolicy]:
+    return (issuer, policy)
+
+
+@dataclass(eq=False)
+class Runtime:
+    config: Config
+    routes: RouteTable
+    verifier: TokenVerifier
+    key_stores: dict[str, JwksStore]
+    headers: HeaderPolicy
+    fresh_stores: tuple[JwksStore, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        previous: Runtime | None = None,
+    ) -> Runtime:
+        """Compile everything the request path needs; raise `ConfigErrors` if the routes are bad.
+
+        Key stores of issuers whose settings did not change are carried over from `previous`, so
+        a reload costs the identity provider nothing.
+        """
+        compiled = compile_routes(config.routes)
+        if compiled.errors:
+            raise ConfigErrors(
+                [ConfigError(issue.source, issue.message) for issue in compiled.errors]
+            )
+        reusable = previous.stores_by_settings() if previous is not None else {}
+        stores: dict[str, JwksStore] = {}
+        fresh: list[JwksStore] = []
+        for issuer in config.issuers:
+            store = reusable.get(_store_key(issuer, config.jwks))
+            if store is None:
+                store = JwksStore(
+                    issuer,
+                    config.jwks,
+                    session,
+                    on_fetch=lambda name, ok, count: metrics.jwks_fetched(
+                        name, ok, count, time.time() if ok else None
+                    ),
+                )
+                fresh.append(store)
+            stores[issuer.issuer] = store
+        return cls(
+            config=config,
+            routes=compiled.table,
+            verifier=TokenVerifier(config.issuers, stores),
+            key_stores=stores,
+            headers=HeaderPolicy(config.forward),
+            fresh_stores=tuple(fresh),
+        )
+
+    def stores_by_settings(self) -> dict[tuple[Issuer, JwksPolicy], JwksStore]:
+        by_name = {issuer.issuer: issuer for issuer in self.config.issuers}
+        return {
+            _store_key(by_name[name], self.config.jwks): store
+            for name, store in self.key_stores.items()
+        }
+
+    async def start(self) -> None:
+        """Warm up the key stores this generation created (carried-over ones run already)."""
+        for store in self.fresh_stores:
+            await store.start()
+
+    async def retire(self, keep: Runtime | None = None) -> None:
+        """Close what this generation owns and `keep` did not adopt."""
+        kept = {id(store) for store in keep.key_stores.values()} if keep is not None else set()
+        for store in self.key_stores.values():
+            if id(store) not in kept:
+                await store.close()
+
+    def not_ready(self) -> list[str]:
+        """Why the gateway cannot serve tokens yet: one line per issuer without keys."""
+        return [
+            f"issuer {name}: no signing keys yet"
+            + (f" ({store.last_error})" if store.last_error else "")
+            for name, store in self.key_stores.items()
+            if not store.ready
+        ]

@@ -1,0 +1,154 @@
+"""A real upstream HTTP server on 127.0.0.1 that records every request that reaches it.
+
+It is how the tests prove that a denied request never arrives, and that an allowed one arrives
+exactly as sent (method, path, query, headers minus hop-by-hop plus identity, body).
+
+Usage::
+
+    async with RecordingUpstream() as upstream:
+        ...  # point a gateway at upstream.url
+        assert upstream.received == []          # nothing got through
+        seen = upstream.last                     # the one request that did
+
+Paths with behaviour (everything else answers 200 with a small JSON body):
+
+    /status/NNN          answers status NNN
+    /slow/SECONDS        waits, then answers 200
+    /download/BYTES      streams BYTES bytes (chunked; ?length=1 sends Content-Length)
+    /upload              counts the body without keeping it (for huge uploads)
+    /reset               closes the connection without answering
+    /midway-reset        starts a chunked answer, then drops the connection
+    /set-cookie          answers with two Set-Cookie headers
+    /gzip                answers a gzip-encoded body with Content-Encoding: gzip
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from dataclasses import dataclass
+from types import TracebackType
+
+from aiohttp import web
+
+CHUNK = b"x" * 65536
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the upstream saw it."""
+
+    method: str
+    target: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    body_length: int
+
+    def header(self, name: str) -> str | None:
+        values = self.all(name)
+        return values[0] if values else None
+
+    def all(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
+    @property
+    def names(self) -> set[str]:
+        return {key.lower() for key, _ in self.headers}
+
+
+class RecordingUpstream:
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self._runner: web.ServerRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def last(self) -> Received:
+        assert self.received, "no request reached the upstream"
+        return self.received[-1]
+
+    async def __aenter__(self) -> RecordingUpstream:
+        server = web.Server(self._handle, auto_decompress=False, access_log=None)
+        self._runner = web.ServerRunner(server, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        address = self._runner.addresses[0]
+        self.port = int(address[1])
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _record(self, request: web.BaseRequest) -> Received:
+        keep = not request.path.startswith("/upload")
+        body = bytearray()
+        length = 0
+        async for chunk in request.content.iter_any():
+            length += len(chunk)
+            if keep:
+                body.extend(chunk)
+        headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers)
+        received = Received(request.method, request.raw_path, headers, bytes(body), length)
+        self.received.append(received)
+        return received
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        received = await self._record(request)
+        parts = request.path.strip("/").split("/")
+        head, arg = parts[0], (parts[1] if len(parts) > 1 else "")
+        if head == "status":
+            return web.Response(status=int(arg), text=f"status {arg}")
+        if head == "slow":
+            await asyncio.sleep(float(arg))
+        if head == "download":
+            return await _download(request, int(arg), with_length="length" in request.query)
+        if head in ("reset", "midway-reset"):
+            return await _reset(request, midway=head == "midway-reset")
+        if head == "set-cookie":
+            response = web.Response(text="cookies")
+            response.headers.add("Set-Cookie", "a=1; Path=/")
+            response.headers.add("Set-Cookie", "b=2; Path=/")
+            return response
+        if head == "gzip":
+            body = gzip.compress(b"compressed hello")
+            return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+        payload = {"method": request.method, "target": request.raw_path, "length": received.body_length}
+        return web.Response(body=json.dumps(payload).encode(), content_type="application/json")
+
+
+async def _download(request: web.BaseRequest, size: int, *, with_length: bool) -> web.StreamResponse:
+    response = web.StreamResponse()
+    response.content_type = "application/octet-stream"
+    if with_length:
+        response.content_length = size
+    await response.prepare(request)
+    remaining = size
+    while remaining > 0:
+        piece = CHUNK[: min(len(CHUNK), remaining)]
+        await response.write(piece)
+        remaining -= len(piece)
+    await response.write_eof()
+    return response
+
+
+async def _reset(request: web.BaseRequest, *, midway: bool) -> web.StreamResponse:
+    response = web.StreamResponse()
+    if midway:
+        await response.prepare(request)
+        await response.write(b"partial answer")
+        await asyncio.sleep(0.05)
+    assert request.transport is not None
+    request.transport.abort()
+    return response

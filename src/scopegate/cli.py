@@ -51,7 +51,59 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate a configuration file. Exit 0 when valid, 1 with every error.",
     )
     _add_config_option(check)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run an issuer, a contacts API and the gateway on loopback, and show what it does",
+        description="Start a development token issuer, a demo contacts API and the gateway in "
+        "front of it, all on 127.0.0.1, and print curl commands to try. Ctrl-C stops it.",
+    )
+    demo.add_argument("--port", type=int, default=8080, help="gateway port (0: any free port)")
+    demo.add_argument("--admin-port", type=int, default=9100, help="admin port (0: any free port)")
+
+    token = commands.add_parser(
+        "token",
+        help="mint a signed development token",
+        description="Mint a development token signed with --key (a PEM private key), or by a "
+        "running `scopegate demo` issuer when --key is left out. Never for production.",
+    )
+    token.add_argument("--key", type=Path, help="PEM private key to sign with")
+    token.add_argument("--kid", help="key id for the header (default: the key's thumbprint)")
+    token.add_argument("--alg", help="signing algorithm (default: from the key type)")
+    token.add_argument("--issuer", required=True, help="the iss claim (a demo issuer's URL)")
+    token.add_argument("--audience", required=True, help="the aud claim")
+    token.add_argument("--subject", default="dev-user", help="the sub claim (default dev-user)")
+    token.add_argument("--scopes", default="", help='space-separated scopes, e.g. "read:contacts"')
+    token.add_argument("--lifetime", type=int, default=300, help="seconds until exp (default 300)")
+
+    explain = commands.add_parser(
+        "explain",
+        help="say which route a request meets and whether it would be allowed",
+        description="Explain a request: the route it matches, what that requires, what the "
+        "token grants, and the verdict. Exit 0 allowed, 1 denied, 2 invalid file.",
+    )
+    _add_config_option(explain)
+    explain.add_argument("method", metavar="METHOD")
+    explain.add_argument("path", metavar="PATH", help="request target, e.g. /contacts/1?x=y")
+    grants = explain.add_mutually_exclusive_group()
+    grants.add_argument("--token", help="a bearer token, verified against its issuer's keys")
+    grants.add_argument("--scopes", help='the scopes to assume, e.g. "read:contacts"')
     return parser
+
+
+def _demo(port: int, admin_port: int) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from scopegate.devtools.demo import run_demo  # noqa: PLC0415
+    from scopegate.serve import install_event_loop_policy  # noqa: PLC0415
+
+    install_event_loop_policy()
+    try:
+        asyncio.run(run_demo(port, admin_port))
+    except OSError as exc:
+        print(f"scopegate demo: {exc} (try --port 0 --admin-port 0)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,4 +120,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from scopegate.explain import run_check  # noqa: PLC0415
 
         return run_check(path, sys.stdout, sys.stderr)
+    if args.command == "explain":
+        from scopegate.explain import run_explain  # noqa: PLC0415
+
+        return run_explain(
+            path, args.method, args.path, args.token, args.scopes, sys.stdout, sys.stderr
+        )
+    if args.command == "demo":
+        return _demo(args.port, args.admin_port)
+    if args.command == "token":
+        from scopegate.devtools.token_command import run_token  # noqa: PLC0415
+
+        return run_token(
+            key=args.key, kid=args.kid, alg=args.alg, issuer=args.issuer,
+            audience=args.audience, subject=args.subject, scopes=args.scopes,
+            lifetime=args.lifetime, out=sys.stdout, err=sys.stderr,
+        )
     raise AssertionError(f"unhandled command {args.command}")  # argparse refuses unknown ones

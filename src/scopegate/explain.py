@@ -1,10 +1,15 @@
-"""What `scopegate check` prints: the compiled route table, then warnings, or every error.
+"""What `scopegate check` and `scopegate explain` print.
 
-Built from the configuration and the pure pipeline alone: no server, no network.
+`check`: the compiled route table, then warnings, or every error; no server, no network.
+`explain`: which route a request meets, what it requires, what a token grants, and the verdict,
+checked by the same pipeline stages the gateway runs (a `--token` is verified against its
+issuer's real keys).
 """
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -12,7 +17,14 @@ from scopegate.config.errors import ConfigError, ConfigErrors
 from scopegate.config.lint import catalogue_warnings
 from scopegate.config.load import load_config
 from scopegate.config.model import Config, Route, ScopeRule
+from scopegate.keys.store import JwksStore
+from scopegate.pipeline import Principal, RouteMatch
 from scopegate.pipeline.routing import compile_routes
+from scopegate.pipeline.scopes import require
+from scopegate.pipeline.target import parse_target
+from scopegate.pipeline.verify import TokenVerifier
+from scopegate.proxy.upstream import new_session
+from scopegate.reasons import Denied, Reason
 
 
 def describe_rule(route: Route) -> str:
@@ -79,3 +91,87 @@ def run_check(path: Path, out: TextIO, err: TextIO) -> int:
         for warning in warnings:
             print(f"warning: {warning}", file=out)
     return 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What `explain` found, line by line, and whether the request would pass."""
+
+    lines: list[str]
+    allowed: bool
+
+
+def _match(config: Config, method: str, raw_target: str, lines: list[str]) -> RouteMatch | None:
+    try:
+        target = parse_target(raw_target)
+        lines.append(f"normalised path: {target.path}")
+        match = compile_routes(config.routes).table.match(method, target.path)
+    except Denied as denied:
+        lines.append(f"route: none ({denied.reason}: {denied.detail})")
+        lines.append(f"verdict: DENY {denied.reason.status} {denied.reason}")
+        return None
+    route = match.route
+    params = ", ".join(f"{k}={v}" for k, v in match.params.items())
+    lines.append(f"route: {route.name} ({route.path}, {route.source})" + (f" [{params}]" if params else ""))
+    lines.append(f"upstream: {route.upstream}")
+    lines.append(f"requires: {describe_rule(route)}")
+    return match
+
+
+async def _principal(config: Config, token: str, audience: str | None) -> Principal:
+    async with new_session() as session:
+        stores = {
+            issuer.issuer: JwksStore(issuer, config.jwks, session) for issuer in config.issuers
+        }
+        try:
+            for store in stores.values():
+                await store.start()
+            return await TokenVerifier(config.issuers, stores).verify(token, audience=audience)
+        finally:
+            for store in stores.values():
+                await store.close()
+
+
+async def explain(
+    config: Config, method: str, raw_target: str, *, token: str | None, scopes: str | None
+) -> Verdict:
+    lines: list[str] = []
+    match = _match(config, method, raw_target, lines)
+    if match is None:
+        return Verdict(lines, allowed=False)
+    route = match.route
+    if route.auth == "none":
+        lines.append("verdict: ALLOW (public route)")
+        return Verdict(lines, allowed=True)
+    try:
+        if token is not None:
+            principal = await _principal(config, token, route.audience)
+            lines.append(f"token: valid, issuer {principal.issuer}, subject {principal.subject}")
+            granted = principal.scopes
+        elif scopes is not None:
+            granted = frozenset(scopes.split())
+        else:
+            lines.append("token: none given (use --token or --scopes)")
+            raise Denied(Reason.MISSING_TOKEN, "no token")
+        lines.append(f"grants: {' '.join(sorted(granted)) or '(no scopes)'}")
+        require(route.scopes, granted)
+    except Denied as denied:
+        lines.append(f"verdict: DENY {denied.reason.status} {denied.reason}: {denied.detail}")
+        return Verdict(lines, allowed=False)
+    lines.append("verdict: ALLOW")
+    return Verdict(lines, allowed=True)
+
+
+def run_explain(
+    path: Path, method: str, target: str, token: str | None, scopes: str | None, out: TextIO, err: TextIO
+) -> int:
+    """Exit 0 when the request would be allowed, 1 when denied, 2 when the file is invalid."""
+    try:
+        config = load_config(path)
+    except ConfigErrors as errors:
+        for error in errors.errors:
+            print(error, file=err)
+        return 2
+    verdict = asyncio.run(explain(config, method.upper(), target, token=token, scopes=scopes))
+    print("\n".join(verdict.lines), file=out)
+    return 0 if verdict.allowed else 1

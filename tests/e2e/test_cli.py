@@ -1,0 +1,156 @@
+"""The command line as a newcomer meets it: `demo`, `token`, `check`, `explain`."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from scopegate.devtools.keys import generate
+
+SCOPEGATE = [sys.executable, "-m", "scopegate"]
+EXAMPLE = Path(__file__).parents[2] / "config" / "scopegate.example.yaml"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SCOPEGATE, *args], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+
+
+async def _read_demo(stream: asyncio.StreamReader) -> list[str]:
+    lines: list[str] = []
+    async with asyncio.timeout(20):
+        while not lines or lines[-1] != "Press Ctrl-C to stop.":
+            raw = await stream.readline()
+            assert raw, f"demo ended early: {lines}"
+            lines.append(raw.decode().rstrip("\n"))
+    return lines
+
+
+async def _curl(command: str) -> int:
+    """Run one printed curl command with aiohttp instead (curl may not be installed)."""
+    words = shlex.split(command)
+    method = words[words.index("-X") + 1] if "-X" in words else "GET"
+    headers = dict(
+        h.split(": ", 1) for i, h in enumerate(words) if i > 0 and words[i - 1] == "-H"
+    )
+    async with aiohttp.ClientSession() as http, http.request(method, words[-1], headers=headers) as r:
+        return r.status
+
+
+async def test_demo_prints_commands_whose_answers_are_as_promised() -> None:
+    """Every printed command gets the status written above it, and the denials are counted."""
+    process = await asyncio.create_subprocess_exec(
+        *SCOPEGATE, "demo", "--port", "0", "--admin-port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    try:
+        lines = await _read_demo(process.stdout)
+        pairs = [
+            (int(m.group(1)), lines[i + 1])
+            for i, line in enumerate(lines)
+            if (m := re.match(r"# (\d{3}): ", line))
+        ]
+        assert [status for status, _ in pairs] == [200, 401, 401, 401, 403, 204, 200]
+        for status, command in pairs:
+            assert await _curl(command) == status, command
+        metrics_command = next(line for line in lines if "/metrics |" in line)
+        metrics_url = metrics_command.split()[2]
+        async with aiohttp.ClientSession() as http, http.get(metrics_url) as response:
+            text = await response.text()
+        for reason, count in [("missing_token", 1), ("expired_token", 1),
+                              ("invalid_audience", 1), ("insufficient_scope", 1)]:
+            assert re.search(rf'scopegate_denials_total{{reason="{reason}",route="[^"]+"}} {count}\.0'
+                             rf'|scopegate_denials_total{{route="[^"]+",reason="{reason}"}} {count}\.0',
+                             text), reason
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest = await asyncio.wait_for(process.stdout.read(), 10)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    assert b"scopegate demo stopped." in rest
+
+
+def test_check_prints_the_route_table_of_the_example() -> None:
+    result = run("check", "-c", str(EXAMPLE), env={"PATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert "valid:" in result.stdout
+    assert re.search(r"DELETE\s+/contacts/\{id\}", result.stdout)
+    assert "METHODS" in result.stdout
+
+
+def test_check_reports_every_error_with_its_position(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "issuers:\n"
+        "  - issuer: https://id.example.com/\n"
+        "    audiences: [api]\n"
+        "    algorithms: [HS256]\n"
+        "upstreams:\n"
+        "  api: http://127.0.0.1:9\n"
+        "routes:\n"
+        "  - path: /x\n"
+        "    upstream: apii\n"
+        "    scope: [read]\n"
+    )
+    result = run("check", "-c", str(bad))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) >= 3
+    assert all(line.startswith(f"{bad}:") for line in lines)
+    assert any("HS256" in line for line in lines)
+    assert any("apii" in line for line in lines)
+    assert any('"scope"' in line for line in lines)
+
+
+def test_check_uses_scopegate_config_from_the_environment(tmp_path: Path) -> None:
+    result = run("check", env={"SCOPEGATE_CONFIG": str(EXAMPLE), "PATH": ""})
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "verdict"),
+    [
+        pytest.param(["GET", "/contacts", "--scopes", "read:contacts"], 0, "verdict: ALLOW",
+                     id="read scope allows the list"),
+        pytest.param(["DELETE", "/contacts/7", "--scopes", "read:contacts"], 1,
+                     "verdict: DENY 403 insufficient_scope", id="read scope cannot delete"),
+        pytest.param(["GET", "/nothing/here"], 1, "verdict: DENY 404 no_route", id="no route"),
+        pytest.param(["GET", "/public/a/../../contacts"], 1, "requires: read:contacts",
+                     id="dot segments resolve to the protected route"),
+    ],
+)
+def test_explain_gives_route_requirement_and_verdict(args: list[str], code: int, verdict: str) -> None:
+    result = run("explain", "-c", str(EXAMPLE), *args)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert verdict in result.stdout
+
+
+def test_token_signs_with_an_explicit_key(tmp_path: Path) -> None:
+    import jwt
+
+    key = generate("RS256")
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(key.private_pem())
+    result = run("token", "--key", str(pem), "--issuer", "https://id.example.com/",
+                 "--audience", "api", "--scopes", "read:contacts delete:contacts")
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), options={"verify_signature": False})
+    assert claims["iss"] == "https://id.example.com/"
+    assert claims["aud"] == "api"
+    assert claims["scope"] == "read:contacts delete:contacts"
+
+
+def test_token_without_a_key_refuses_an_issuer_that_is_not_a_demo(tmp_path: Path) -> None:
+    result = run("token", "--issuer", "http://127.0.0.1:9/", "--audience", "api")
+    assert result.returncode == 1
+    assert "scopegate token:" in result.stderr
+    assert result.stdout == ""

@@ -1,8 +1,8 @@
 """Composition root: a `Config` becomes a running gateway (public port) and admin app (admin port).
 
 The public port uses aiohttp's low-level `web.Server`: no router, no middleware chain and no
-automatic `100 Continue`, because scopegate routes, answers errors and continues on its own terms.
-Errors aiohttp's HTTP parser raises before a request exists are answered as problem+json too.
+automatic `100 Continue`, because scopegate routes, answers errors and continues on its own terms
+(`connection.py` answers what fails before a request exists).
 
 Usage::
 
@@ -20,67 +20,17 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
-from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry
 
-from scopegate import logs
 from scopegate.admin import admin_app
 from scopegate.config.model import Address, Config
+from scopegate.connection import GatewayServer
 from scopegate.gateway import Gateway
-from scopegate.metrics import UNMATCHED, Metrics
-from scopegate.problems import plain_problem, problem_response, request_id
+from scopegate.metrics import Metrics
 from scopegate.proxy.upstream import new_session
-from scopegate.reasons import Denied, Reason
 from scopegate.runtime import Runtime
 
 SHUTDOWN_GRACE = 30.0
-
-
-class _ProblemRequestHandler(RequestHandler):  # type: ignore[type-arg]
-    """aiohttp's connection handler, answering its own errors as problem+json with a request id."""
-
-    def handle_error(
-        self,
-        request: Any,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if request.writer.output_size > 0:
-            raise ConnectionError("the answer has started; the connection can only be closed")
-        rid = request_id(None)
-        metrics: Metrics | None = getattr(self._manager, "metrics", None)
-        if status >= 500:
-            logs.event("unhandled error", 40, request_id=rid, error=repr(exc))
-            response = plain_problem(status, "Internal error", "the gateway failed", "internal", rid)
-            response.force_close()
-        else:
-            denied = _parser_denial(exc)
-            response = problem_response(denied, rid, close=True)
-            if metrics is not None:
-                metrics.denied(UNMATCHED, denied.reason)
-        if metrics is not None:
-            metrics.answered(UNMATCHED, "OTHER", response.status, 0.0)
-        return response
-
-
-def _parser_denial(exc: BaseException | None) -> Denied:
-    if isinstance(exc, LineTooLong):
-        return Denied(
-            Reason.HEADERS_TOO_LARGE, "a request line or header is too long", challenge=False
-        )
-    # The parser's own message quotes the offending bytes; a client is told the kind only.
-    return Denied(Reason.INVALID_REQUEST, "the request is not valid HTTP/1.1", challenge=False)
-
-
-class _GatewayServer(web.Server):
-    def __init__(self, gateway: Gateway, metrics: Metrics, **kwargs: Any) -> None:
-        super().__init__(gateway.handle, **kwargs)
-        self.metrics = metrics
-
-    def __call__(self) -> RequestHandler:  # type: ignore[type-arg]
-        return _ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 def _bound_port(runner: web.BaseRunner[Any]) -> int:
@@ -156,11 +106,12 @@ class RunningGateway:
             await session.close()
 
 
-def _public_server(gateway: Gateway, metrics: Metrics, config: Config) -> _GatewayServer:
+def _public_server(gateway: Gateway, metrics: Metrics, config: Config) -> GatewayServer:
     limits = config.limits
-    return _GatewayServer(
-        gateway,
+    return GatewayServer(
+        gateway.handle,
         metrics,
+        limits.header_timeout,
         keepalive_timeout=limits.idle_timeout,
         max_line_size=limits.max_header_bytes,
         max_field_size=limits.max_header_bytes,

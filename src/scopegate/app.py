@@ -44,8 +44,12 @@ class RunningGateway:
     """A gateway bound to its ports, with the current configuration generation."""
 
     def __init__(
-        self, gateway: Gateway, metrics: Metrics, public: web.BaseRunner[Any],
-        admin: web.BaseRunner[Any], session: aiohttp.ClientSession,
+        self,
+        gateway: Gateway,
+        metrics: Metrics,
+        public: web.BaseRunner[Any],
+        admin: web.BaseRunner[Any],
+        session: aiohttp.ClientSession,
     ) -> None:
         self.gateway = gateway
         self.metrics = metrics
@@ -88,7 +92,9 @@ class RunningGateway:
         metrics = Metrics(registry or CollectorRegistry())
         session = new_session()
         gateway = Gateway(Runtime.build(config, session, metrics), session, metrics)
-        public = web.ServerRunner(_public_server(gateway, metrics, config), shutdown_timeout=shutdown_grace)
+        public = web.ServerRunner(
+            _public_server(gateway, metrics, config), shutdown_timeout=shutdown_grace
+        )
         admin = web.AppRunner(
             admin_app(metrics.registry, lambda: gateway.runtime.not_ready()), access_log=None
         )
@@ -122,4 +128,6 @@ def _public_server(gateway: Gateway, metrics: Metrics, config: Config) -> Gatewa
 
 
 def _site(runner: web.BaseRunner[Any], address: Address, reuse_port: bool) -> web.TCPSite:
-    return web.TCPSite(runner, address.host, address.port, reuse_port=reuse_port or None, backlog=1024)
+    return web.TCPSite(
+        runner, address.host, address.port, reuse_port=reuse_port or None, backlog=1024
+    )

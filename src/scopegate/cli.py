@@ -92,10 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(port: int, admin_port: int) -> int:
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
-    from scopegate.devtools.demo import run_demo  # noqa: PLC0415
-    from scopegate.serve import install_event_loop_policy  # noqa: PLC0415
+    from scopegate.devtools.demo import run_demo
+    from scopegate.serve import install_event_loop_policy
 
     install_event_loop_policy()
     try:
@@ -113,15 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers != 1:
             print("scopegate: --workers other than 1 is not supported yet", file=sys.stderr)
             return 2
-        from scopegate.serve import run  # noqa: PLC0415 - keep `check` free of server imports
+        from scopegate.serve import run
 
         return run(path)
     if args.command == "check":
-        from scopegate.explain import run_check  # noqa: PLC0415
+        from scopegate.explain import run_check
 
         return run_check(path, sys.stdout, sys.stderr)
     if args.command == "explain":
-        from scopegate.explain import run_explain  # noqa: PLC0415
+        from scopegate.explain import run_explain
 
         return run_explain(
             path, args.method, args.path, args.token, args.scopes, sys.stdout, sys.stderr
@@ -129,11 +129,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return _demo(args.port, args.admin_port)
     if args.command == "token":
-        from scopegate.devtools.token_command import run_token  # noqa: PLC0415
+        from scopegate.devtools.token_command import run_token
 
         return run_token(
-            key=args.key, kid=args.kid, alg=args.alg, issuer=args.issuer,
-            audience=args.audience, subject=args.subject, scopes=args.scopes,
-            lifetime=args.lifetime, out=sys.stdout, err=sys.stderr,
+            key=args.key,
+            kid=args.kid,
+            alg=args.alg,
+            issuer=args.issuer,
+            audience=args.audience,
+            subject=args.subject,
+            scopes=args.scopes,
+            lifetime=args.lifetime,
+            out=sys.stdout,
+            err=sys.stderr,
         )
     raise AssertionError(f"unhandled command {args.command}")  # argparse refuses unknown ones

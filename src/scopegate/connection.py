@@ -49,9 +49,7 @@ def timeout_answer(rid: str) -> bytes:
 class GatewayConnection(RequestHandler):  # type: ignore[type-arg]
     """aiohttp's connection handler with scopegate's error answers and head timeout."""
 
-    def __init__(
-        self, manager: GatewayServer, *, header_timeout: float, **kwargs: Any
-    ) -> None:
+    def __init__(self, manager: GatewayServer, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._metrics = manager.metrics
         self._header_timeout = header_timeout
@@ -96,7 +94,9 @@ class GatewayConnection(RequestHandler):  # type: ignore[type-arg]
         rid = request_id(None)
         if status >= 500:
             logs.event("unhandled error", 40, request_id=rid, error=repr(exc))
-            response = plain_problem(status, "Internal error", "the gateway failed", "internal", rid)
+            response = plain_problem(
+                status, "Internal error", "the gateway failed", "internal", rid
+            )
             response.force_close()
         else:
             denied = _parser_denial(exc)
@@ -109,7 +109,9 @@ class GatewayConnection(RequestHandler):  # type: ignore[type-arg]
 class GatewayServer(web.Server):
     """aiohttp's low-level server, making `GatewayConnection`s."""
 
-    def __init__(self, handler: Any, metrics: Metrics, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, handler: Any, metrics: Metrics, header_timeout: float, **kwargs: Any
+    ) -> None:
         super().__init__(handler, **kwargs)
         self.metrics = metrics
         self._header_timeout = header_timeout

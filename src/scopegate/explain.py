@@ -51,9 +51,7 @@ def _methods(route: Route) -> str:
 def route_table(routes: list[Route]) -> str:
     """A fixed-width table, one route a line, most specific first."""
     header = ("METHODS", "PATH", "ROUTE", "UPSTREAM", "REQUIRES")
-    rows = [header] + [
-        (_methods(r), r.path, r.name, r.upstream, describe_rule(r)) for r in routes
-    ]
+    rows = [header] + [(_methods(r), r.path, r.name, r.upstream, describe_rule(r)) for r in routes]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = []
     for row in rows:
@@ -112,7 +110,9 @@ def _match(config: Config, method: str, raw_target: str, lines: list[str]) -> Ro
         return None
     route = match.route
     params = ", ".join(f"{k}={v}" for k, v in match.params.items())
-    lines.append(f"route: {route.name} ({route.path}, {route.source})" + (f" [{params}]" if params else ""))
+    lines.append(
+        f"route: {route.name} ({route.path}, {route.source})" + (f" [{params}]" if params else "")
+    )
     lines.append(f"upstream: {route.upstream}")
     lines.append(f"requires: {describe_rule(route)}")
     return match
@@ -163,7 +163,13 @@ async def explain(
 
 
 def run_explain(
-    path: Path, method: str, target: str, token: str | None, scopes: str | None, out: TextIO, err: TextIO
+    path: Path,
+    method: str,
+    target: str,
+    token: str | None,
+    scopes: str | None,
+    out: TextIO,
+    err: TextIO,
 ) -> int:
     """Exit 0 when the request would be allowed, 1 when denied, 2 when the file is invalid."""
     try:

@@ -74,8 +74,11 @@ class Gateway:
                 upstream=outcome.upstream, reason=failure.kind
             ).inc()
             response = plain_problem(
-                failure.status, "Bad gateway" if failure.status == 502 else "Gateway timeout",
-                failure.detail, f"upstream_{failure.kind}", rid,
+                failure.status,
+                "Bad gateway" if failure.status == 502 else "Gateway timeout",
+                failure.detail,
+                f"upstream_{failure.kind}",
+                rid,
             )
         self._finish(request, response, rid, outcome, self._clock() - started)
         return response
@@ -99,7 +102,9 @@ class Gateway:
         outcome.principal = principal
         body_limit = _body_limit(request, match, limits.max_body_bytes)
         await _answer_expect_continue(request)
-        return await self._forward(request, runtime, match, target.query, principal, rid, body_limit, outcome)
+        return await self._forward(
+            request, runtime, match, target.query, principal, rid, body_limit, outcome
+        )
 
     async def _authenticate(
         self, request: web.BaseRequest, runtime: Runtime, match: RouteMatch

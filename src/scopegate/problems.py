@@ -1,4 +1,5 @@
-"""The answers scopegate makes itself: RFC 9457 problem+json bodies, RFC 6750 challenges, request ids.
+"""The answers scopegate makes itself: RFC 9457 problem+json bodies, RFC 6750 challenges and
+request ids.
 
 Usage::
 
@@ -25,7 +26,7 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # in logs and upstream headers, where anything else could forge entries or split lines.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 # RFC 6750 §3: error_description and scope use %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
-_UNSAFE_IN_QUOTED = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+_UNSAFE_IN_QUOTED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 
 
 def request_id(client_value: str | None) -> str:
@@ -60,9 +61,7 @@ def problem_body(status: int, title: str, detail: str, slug: str) -> bytes:
     ).encode()
 
 
-def problem_response(
-    denied: Denied, rid: str, *, close: bool = False
-) -> web.Response:
+def problem_response(denied: Denied, rid: str, *, close: bool = False) -> web.Response:
     """The complete answer to a denied request."""
     reason = denied.reason
     response = plain_problem(reason.status, reason.title, denied.detail, str(reason), rid)

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 
 class Reason(StrEnum):
-    """Why a request was refused. The values are the ``reason`` label of ``scopegate_denials_total``."""
+    """Why a request was refused; the values are the ``reason`` label of the denials metric."""
 
     MISSING_TOKEN = "missing_token"
     INVALID_REQUEST = "invalid_request"
@@ -105,7 +105,7 @@ _TITLE: dict[Reason, str] = {
 
 
 @dataclass(frozen=True, slots=True)
-class Denied(Exception):  # noqa: N818 - a denial is an outcome, not an error of the gateway
+class Denied(Exception):
     """A request refused for ``reason``; ``detail`` is safe to show the client (never the token).
 
     ``scope`` is the RFC 6750 ``scope`` attribute of a 403, ``allow`` the methods of a 405,

@@ -32,7 +32,7 @@ def load_complete(path: Path) -> Config:
 def install_event_loop_policy() -> None:
     """uvloop when it is installed: the same asyncio API, a faster loop."""
     try:
-        import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
+        import uvloop
     except ImportError:  # pragma: no cover
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -46,16 +46,14 @@ async def test_rsa_token_with_the_scope_reaches_the_upstream_unchanged(env: Env)
     assert seen.header("X-Auth-Scopes") == "other read:contacts"
     assert seen.header("X-Request-Id") == answer.header("X-Request-Id")
     assert seen.names == {n.lower() for n in sent} | ADDED_BY_GATEWAY
-    assert env.sample(
-        "scopegate_requests_total", route="list-contacts", method="GET", code="200"
-    ) == 1
+    assert (
+        env.sample("scopegate_requests_total", route="list-contacts", method="GET", code="200") == 1
+    )
 
 
 async def test_ec_token_is_accepted(env: Env) -> None:
     """An ES256 token from the same issuer's JWKS is verified with the EC key."""
-    async with env.http.get(
-        env.url + "/contacts/42", headers=env.bearer(key=env.ec)
-    ) as response:
+    async with env.http.get(env.url + "/contacts/42", headers=env.bearer(key=env.ec)) as response:
         assert response.status == 200
     assert env.upstream.last.target == "/contacts/42"
 
@@ -94,9 +92,7 @@ async def test_head_is_allowed_wherever_get_is(env: Env) -> None:
 
 async def test_any_of_rule_accepts_either_scope(env: Env) -> None:
     """`{any: [delete:contacts, admin]}` lets a token with only `admin` delete."""
-    async with env.http.delete(
-        env.url + "/contacts/7", headers=env.bearer(("admin",))
-    ) as response:
+    async with env.http.delete(env.url + "/contacts/7", headers=env.bearer(("admin",))) as response:
         assert response.status == 200
     assert env.upstream.last.method == "DELETE"
 
@@ -164,7 +160,9 @@ async def test_expect_continue_is_answered_after_the_request_is_allowed(env: Env
     from tests.support.rawhttp import exchange_all
 
     request = request_bytes(
-        "POST", "/contacts", env.bearer(("create:contacts",)) | {"Expect": "100-continue"},
+        "POST",
+        "/contacts",
+        env.bearer(("create:contacts",)) | {"Expect": "100-continue"},
         b"12345",
     )
     answers = await exchange_all(env.port, request)

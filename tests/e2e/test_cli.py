@@ -12,7 +12,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 from scopegate.devtools.keys import generate
 
 SCOPEGATE = [sys.executable, "-m", "scopegate"]
@@ -39,18 +38,25 @@ async def _curl(command: str) -> int:
     """Run one printed curl command with aiohttp instead (curl may not be installed)."""
     words = shlex.split(command)
     method = words[words.index("-X") + 1] if "-X" in words else "GET"
-    headers = dict(
-        h.split(": ", 1) for i, h in enumerate(words) if i > 0 and words[i - 1] == "-H"
-    )
-    async with aiohttp.ClientSession() as http, http.request(method, words[-1], headers=headers) as r:
+    headers = dict(h.split(": ", 1) for i, h in enumerate(words) if i > 0 and words[i - 1] == "-H")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, words[-1], headers=headers) as r,
+    ):
         return r.status
 
 
 async def test_demo_prints_commands_whose_answers_are_as_promised() -> None:
     """Every printed command gets the status written above it, and the denials are counted."""
     process = await asyncio.create_subprocess_exec(
-        *SCOPEGATE, "demo", "--port", "0", "--admin-port", "0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        *SCOPEGATE,
+        "demo",
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     assert process.stdout is not None
     try:
@@ -67,11 +73,17 @@ async def test_demo_prints_commands_whose_answers_are_as_promised() -> None:
         metrics_url = metrics_command.split()[2]
         async with aiohttp.ClientSession() as http, http.get(metrics_url) as response:
             text = await response.text()
-        for reason, count in [("missing_token", 1), ("expired_token", 1),
-                              ("invalid_audience", 1), ("insufficient_scope", 1)]:
-            assert re.search(rf'scopegate_denials_total{{reason="{reason}",route="[^"]+"}} {count}\.0'
-                             rf'|scopegate_denials_total{{route="[^"]+",reason="{reason}"}} {count}\.0',
-                             text), reason
+        for reason, count in [
+            ("missing_token", 1),
+            ("expired_token", 1),
+            ("invalid_audience", 1),
+            ("insufficient_scope", 1),
+        ]:
+            assert re.search(
+                rf'scopegate_denials_total{{reason="{reason}",route="[^"]+"}} {count}\.0'
+                rf'|scopegate_denials_total{{route="[^"]+",reason="{reason}"}} {count}\.0',
+                text,
+            ), reason
     finally:
         process.send_signal(signal.SIGINT)
         rest = await asyncio.wait_for(process.stdout.read(), 10)
@@ -119,16 +131,30 @@ def test_check_uses_scopegate_config_from_the_environment(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("args", "code", "verdict"),
     [
-        pytest.param(["GET", "/contacts", "--scopes", "read:contacts"], 0, "verdict: ALLOW",
-                     id="read scope allows the list"),
-        pytest.param(["DELETE", "/contacts/7", "--scopes", "read:contacts"], 1,
-                     "verdict: DENY 403 insufficient_scope", id="read scope cannot delete"),
+        pytest.param(
+            ["GET", "/contacts", "--scopes", "read:contacts"],
+            0,
+            "verdict: ALLOW",
+            id="read scope allows the list",
+        ),
+        pytest.param(
+            ["DELETE", "/contacts/7", "--scopes", "read:contacts"],
+            1,
+            "verdict: DENY 403 insufficient_scope",
+            id="read scope cannot delete",
+        ),
         pytest.param(["GET", "/nothing/here"], 1, "verdict: DENY 404 no_route", id="no route"),
-        pytest.param(["GET", "/public/a/../../contacts"], 1, "requires: read:contacts",
-                     id="dot segments resolve to the protected route"),
+        pytest.param(
+            ["GET", "/public/a/../../contacts"],
+            1,
+            "requires: read:contacts",
+            id="dot segments resolve to the protected route",
+        ),
     ],
 )
-def test_explain_gives_route_requirement_and_verdict(args: list[str], code: int, verdict: str) -> None:
+def test_explain_gives_route_requirement_and_verdict(
+    args: list[str], code: int, verdict: str
+) -> None:
     result = run("explain", "-c", str(EXAMPLE), *args)
     assert result.returncode == code, result.stdout + result.stderr
     assert verdict in result.stdout
@@ -140,8 +166,17 @@ def test_token_signs_with_an_explicit_key(tmp_path: Path) -> None:
     key = generate("RS256")
     pem = tmp_path / "key.pem"
     pem.write_bytes(key.private_pem())
-    result = run("token", "--key", str(pem), "--issuer", "https://id.example.com/",
-                 "--audience", "api", "--scopes", "read:contacts delete:contacts")
+    result = run(
+        "token",
+        "--key",
+        str(pem),
+        "--issuer",
+        "https://id.example.com/",
+        "--audience",
+        "api",
+        "--scopes",
+        "read:contacts delete:contacts",
+    )
     assert result.returncode == 0, result.stderr
     claims = jwt.decode(result.stdout.strip(), options={"verify_signature": False})
     assert claims["iss"] == "https://id.example.com/"

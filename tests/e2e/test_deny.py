@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-
 from tests.e2e.conftest import Env
 from tests.support.rawhttp import Answer, exchange, request_bytes
 
@@ -36,44 +35,115 @@ def _token(**kwargs: object) -> Callable[[Env], dict[str, str]]:
 NOW = int(time.time())
 
 CASES = [
-    pytest.param(Case("GET", "/contacts", lambda env: {}, 401, "missing_token", None),
-                 id="no Authorization header: 401 with a bare challenge"),
-    pytest.param(Case("GET", "/contacts", _auth("Basic dXNlcjpwYXNz"), 401, "missing_token", None),
-                 id="Basic scheme: 401 with a bare challenge"),
-    pytest.param(Case("GET", "/contacts", _auth("Bearer"), 400, "invalid_request", "invalid_request"),
-                 id="Bearer without a token: 400 invalid_request"),
-    pytest.param(Case("GET", "/contacts", _auth("Bearer a b"), 400, "invalid_request", "invalid_request"),
-                 id="token with a space: 400 invalid_request"),
-    pytest.param(Case("GET", "/contacts", _auth("Bearer not-a-jwt"), 401, "malformed_token", "invalid_token"),
-                 id="not a JWT: 401 invalid_token"),
-    pytest.param(Case("GET", "/contacts", _token(lifetime=-3600), 401, "expired_token", "invalid_token"),
-                 id="expired token: 401 invalid_token"),
-    pytest.param(Case("GET", "/contacts", _token(audience="https://other.example.com"), 401,
-                      "invalid_audience", "invalid_token"),
-                 id="wrong audience: 401 invalid_token"),
-    pytest.param(Case("GET", "/contacts", _token(issuer="https://evil.example.com/"), 401,
-                      "invalid_issuer", "invalid_token"),
-                 id="unknown issuer: 401 invalid_token"),
-    pytest.param(Case("GET", "/contacts", _token(extra_claims={"nbf": NOW + 3600}), 401,
-                      "not_yet_valid", "invalid_token"),
-                 id="not yet valid: 401 invalid_token"),
-    pytest.param(Case("GET", "/contacts", _token(scopes=("read:contacts_all", "READ:contacts", "read")),
-                      403, "insufficient_scope", "insufficient_scope"),
-                 id="look-alike scopes never satisfy read:contacts: 403"),
-    pytest.param(Case("DELETE", "/contacts/1", _token(scopes=("read:contacts",)), 403,
-                      "insufficient_scope", "insufficient_scope"),
-                 id="delete without delete scope: 403"),
-    pytest.param(Case("GET", "/nowhere", lambda env: {}, 404, "no_route", None, challenge=False),
-                 id="no route: 404"),
-    pytest.param(Case("PATCH", "/contacts", _token(), 405, "method_not_allowed", None, challenge=False),
-                 id="wrong method: 405"),
-    pytest.param(Case("GET", "/public/a%2F..%2F..%2Fcontacts", lambda env: {}, 400, "bad_path", None,
-                      challenge=False),
-                 id="encoded slash: 400 bad_path"),
-    pytest.param(Case("GET", "/public/../contacts", lambda env: {}, 401, "missing_token", None),
-                 id="dot segments out of a public route land on the protected one"),
-    pytest.param(Case("GET", "/public/%2e%2e/contacts", lambda env: {}, 401, "missing_token", None),
-                 id="encoded dot segments are resolved before matching"),
+    pytest.param(
+        Case("GET", "/contacts", lambda env: {}, 401, "missing_token", None),
+        id="no Authorization header: 401 with a bare challenge",
+    ),
+    pytest.param(
+        Case("GET", "/contacts", _auth("Basic dXNlcjpwYXNz"), 401, "missing_token", None),
+        id="Basic scheme: 401 with a bare challenge",
+    ),
+    pytest.param(
+        Case("GET", "/contacts", _auth("Bearer"), 400, "invalid_request", "invalid_request"),
+        id="Bearer without a token: 400 invalid_request",
+    ),
+    pytest.param(
+        Case("GET", "/contacts", _auth("Bearer a b"), 400, "invalid_request", "invalid_request"),
+        id="token with a space: 400 invalid_request",
+    ),
+    pytest.param(
+        Case(
+            "GET", "/contacts", _auth("Bearer not-a-jwt"), 401, "malformed_token", "invalid_token"
+        ),
+        id="not a JWT: 401 invalid_token",
+    ),
+    pytest.param(
+        Case("GET", "/contacts", _token(lifetime=-3600), 401, "expired_token", "invalid_token"),
+        id="expired token: 401 invalid_token",
+    ),
+    pytest.param(
+        Case(
+            "GET",
+            "/contacts",
+            _token(audience="https://other.example.com"),
+            401,
+            "invalid_audience",
+            "invalid_token",
+        ),
+        id="wrong audience: 401 invalid_token",
+    ),
+    pytest.param(
+        Case(
+            "GET",
+            "/contacts",
+            _token(issuer="https://evil.example.com/"),
+            401,
+            "invalid_issuer",
+            "invalid_token",
+        ),
+        id="unknown issuer: 401 invalid_token",
+    ),
+    pytest.param(
+        Case(
+            "GET",
+            "/contacts",
+            _token(extra_claims={"nbf": NOW + 3600}),
+            401,
+            "not_yet_valid",
+            "invalid_token",
+        ),
+        id="not yet valid: 401 invalid_token",
+    ),
+    pytest.param(
+        Case(
+            "GET",
+            "/contacts",
+            _token(scopes=("read:contacts_all", "READ:contacts", "read")),
+            403,
+            "insufficient_scope",
+            "insufficient_scope",
+        ),
+        id="look-alike scopes never satisfy read:contacts: 403",
+    ),
+    pytest.param(
+        Case(
+            "DELETE",
+            "/contacts/1",
+            _token(scopes=("read:contacts",)),
+            403,
+            "insufficient_scope",
+            "insufficient_scope",
+        ),
+        id="delete without delete scope: 403",
+    ),
+    pytest.param(
+        Case("GET", "/nowhere", lambda env: {}, 404, "no_route", None, challenge=False),
+        id="no route: 404",
+    ),
+    pytest.param(
+        Case("PATCH", "/contacts", _token(), 405, "method_not_allowed", None, challenge=False),
+        id="wrong method: 405",
+    ),
+    pytest.param(
+        Case(
+            "GET",
+            "/public/a%2F..%2F..%2Fcontacts",
+            lambda env: {},
+            400,
+            "bad_path",
+            None,
+            challenge=False,
+        ),
+        id="encoded slash: 400 bad_path",
+    ),
+    pytest.param(
+        Case("GET", "/public/../contacts", lambda env: {}, 401, "missing_token", None),
+        id="dot segments out of a public route land on the protected one",
+    ),
+    pytest.param(
+        Case("GET", "/public/%2e%2e/contacts", lambda env: {}, 401, "missing_token", None),
+        id="encoded dot segments are resolved before matching",
+    ),
 ]
 
 
@@ -106,10 +176,13 @@ async def test_denied_request_gets_the_exact_answer_and_never_arrives(env: Env, 
     assert env.upstream.received == []
     route = env.gateway.runtime.routes
     assert route is not None
-    assert sum(
-        env.sample("scopegate_denials_total", route=name, reason=case.reason)
-        for name in ("unmatched", "list-contacts", "read-contact", "delete-contact")
-    ) == 1
+    assert (
+        sum(
+            env.sample("scopegate_denials_total", route=name, reason=case.reason)
+            for name in ("unmatched", "list-contacts", "read-contact", "delete-contact")
+        )
+        == 1
+    )
 
 
 async def test_insufficient_scope_names_the_required_scopes(env: Env) -> None:
@@ -147,7 +220,9 @@ async def test_token_in_query_or_cookie_is_ignored(env: Env) -> None:
     token = env.token()
     answer = await exchange(
         env.port,
-        request_bytes("GET", f"/contacts?access_token={token}", {"Cookie": f"access_token={token}"}),
+        request_bytes(
+            "GET", f"/contacts?access_token={token}", {"Cookie": f"access_token={token}"}
+        ),
     )
     assert answer.status == 401
     assert env.upstream.received == []
@@ -158,9 +233,7 @@ async def test_unknown_kid_is_an_invalid_token(env: Env) -> None:
     from scopegate.devtools.keys import generate
 
     stranger = generate("RS256")
-    answer = await exchange(
-        env.port, request_bytes("GET", "/contacts", env.bearer(key=stranger))
-    )
+    answer = await exchange(env.port, request_bytes("GET", "/contacts", env.bearer(key=stranger)))
     assert answer.status == 401
     assert env.sample("scopegate_denials_total", route="list-contacts", reason="unknown_key") == 1
     assert env.upstream.received == []
@@ -169,8 +242,7 @@ async def test_unknown_kid_is_an_invalid_token(env: Env) -> None:
 async def test_token_is_checked_before_body_size(env: Env) -> None:
     """No token and a huge declared body: 401, not 413; nothing is read or forwarded."""
     request = (
-        b"POST /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-        b"Content-Length: 999999999\r\n\r\n"
+        b"POST /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 999999999\r\n\r\n"
     )
     answer = await exchange(env.port, request)
     assert answer.status == 401
@@ -206,8 +278,7 @@ async def test_expect_continue_is_not_sent_to_a_denied_request(env: Env) -> None
     from tests.support.rawhttp import exchange_all
 
     request = (
-        b"POST /contacts HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-        b"Content-Length: 5\r\n\r\n"
+        b"POST /contacts HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
     )
     answers = await exchange_all(env.port, request, timeout=2)
     assert [a.status for a in answers] == [401]

@@ -99,7 +99,9 @@ async def test_claims_that_are_not_plain_strings_are_sent_as_json(env: Env) -> N
 
 
 async def test_request_id_is_kept_when_sane_and_replaced_otherwise(env: Env) -> None:
-    answer = await exchange(env.port, request_bytes("GET", "/public/id", {"X-Request-Id": "abc-123"}))
+    answer = await exchange(
+        env.port, request_bytes("GET", "/public/id", {"X-Request-Id": "abc-123"})
+    )
     assert answer.header("X-Request-Id") == "abc-123"
     assert env.upstream.last.all("X-Request-Id") == ["abc-123"]
     answer = await exchange(

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 from scopegate.devtools.keys import SigningKey, generate
 from scopegate.devtools.tokens import mint
 from tests.e2e.conftest import AUDIENCE, BASE_CONFIG, closed_port
@@ -54,8 +53,14 @@ async def _read_logs(stream: asyncio.StreamReader, lines: list[dict[str, object]
 @asynccontextmanager
 async def serve(config_file: Path) -> AsyncIterator[Served]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "scopegate", "serve", "-c", str(config_file),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "scopegate",
+        "serve",
+        "-c",
+        str(config_file),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     assert process.stdout is not None
     lines: list[dict[str, object]] = []
@@ -90,8 +95,11 @@ async def _world(tmp_path: Path) -> AsyncIterator[World]:
     key = generate("RS256")
     async with RecordingUpstream() as upstream, JwksServer([key]) as jwks:
         text = BASE_CONFIG.format(
-            issuer=jwks.issuer, jwks_uri=jwks.jwks_uri, audience=AUDIENCE,
-            upstream=upstream.url, closed_port=closed_port(),
+            issuer=jwks.issuer,
+            jwks_uri=jwks.jwks_uri,
+            audience=AUDIENCE,
+            upstream=upstream.url,
+            closed_port=closed_port(),
         )
         path = tmp_path / "scopegate.yaml"
         path.write_text(text)
@@ -130,7 +138,11 @@ async def test_sighup_swaps_routes_and_a_bad_file_changes_nothing(
         async with http.get(served.url + "/public/x") as response:
             assert response.status == 404
 
-        path.write_text(original.replace("upstream: contacts\n    auth: none", "upstream: nowhere\n    auth: none", 1))
+        path.write_text(
+            original.replace(
+                "upstream: contacts\n    auth: none", "upstream: nowhere\n    auth: none", 1
+            )
+        )
         served.process.send_signal(signal.SIGHUP)
         await _wait_for_log(served, "reload failed; the running configuration is unchanged")
         async with http.get(served.url + "/open/x") as response:
@@ -162,10 +174,13 @@ async def test_a_gib_each_way_streams_in_constant_memory(
 ) -> None:
     """1 GiB up and 1 GiB down pass through while the gateway's peak RSS stays small."""
     path, upstream = world.path, world.upstream
-    token = mint(world.key, issuer=world.jwks.issuer, audience=AUDIENCE, scopes=("create:contacts",))
+    token = mint(
+        world.key, issuer=world.jwks.issuer, audience=AUDIENCE, scopes=("create:contacts",)
+    )
     async with serve(path) as served, aiohttp.ClientSession() as http:
         async with http.post(
-            served.url + "/upload", data=_gib_of_chunks(),
+            served.url + "/upload",
+            data=_gib_of_chunks(),
             headers={"Authorization": f"Bearer {token}", "Content-Length": str(GIB)},
         ) as response:
             assert response.status == 200

@@ -124,11 +124,17 @@ class RecordingUpstream:
         if head == "gzip":
             body = gzip.compress(b"compressed hello")
             return web.Response(body=body, headers={"Content-Encoding": "gzip"})
-        payload = {"method": request.method, "target": request.raw_path, "length": received.body_length}
+        payload = {
+            "method": request.method,
+            "target": request.raw_path,
+            "length": received.body_length,
+        }
         return web.Response(body=json.dumps(payload).encode(), content_type="application/json")
 
 
-async def _download(request: web.BaseRequest, size: int, *, with_length: bool) -> web.StreamResponse:
+async def _download(
+    request: web.BaseRequest, size: int, *, with_length: bool
+) -> web.StreamResponse:
     response = web.StreamResponse()
     response.content_type = "application/octet-stream"
     if with_length:

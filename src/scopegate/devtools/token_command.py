@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TextIO
 
 import aiohttp
-
-from scopegate.devtools.issuer import DEV_TOKEN_ENDPOINT
 from scopegate.devtools.keys import load_pem
 from scopegate.devtools.tokens import mint
+
+from scopegate.devtools.issuer import DEV_TOKEN_ENDPOINT
 
 
 class TokenRefused(Exception):
@@ -66,8 +66,12 @@ def run_token(
         else:
             signing_key = load_pem(key, kid=kid, alg=alg)
             token = mint(
-                signing_key, issuer=issuer, audience=audience, subject=subject,
-                scopes=tuple(scopes.split()), lifetime=lifetime,
+                signing_key,
+                issuer=issuer,
+                audience=audience,
+                subject=subject,
+                scopes=tuple(scopes.split()),
+                lifetime=lifetime,
             )
     except (TokenRefused, OSError, ValueError) as exc:
         print(f"scopegate token: {exc}", file=err)

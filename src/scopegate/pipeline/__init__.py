@@ -1,4 +1,5 @@
-"""Deciding whether a request may pass (SPEC §3 steps 1–3): plain values in, a value or `Denied` out.
+"""Deciding whether a request may pass (SPEC §3 steps 1–3): plain values in, a value or `Denied`
+out.
 
 The order every request goes through, one module each:
 

@@ -128,7 +128,7 @@ async def forward(
             return relayed.response
     except BodyTooLarge:
         raise
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         if body is not None and body.exceeded:
             raise BodyTooLarge from exc
         raise _classify(exc) from exc
@@ -158,7 +158,7 @@ async def _relay(
     try:
         async for chunk in answer.content.iter_any():
             await response.write(chunk)
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         # The status line is gone already: the only honest signal left is a broken connection,
         # so the client cannot mistake a truncated body for a complete one.
         if request.transport is not None:

@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -48,7 +49,7 @@ class RunningGateway:
         gateway: Gateway,
         metrics: Metrics,
         public: web.BaseRunner[Any],
-        admin: web.BaseRunner[Any],
+        admin: web.BaseRunner[Any] | None,
         session: aiohttp.ClientSession,
     ) -> None:
         self.gateway = gateway
@@ -64,6 +65,8 @@ class RunningGateway:
 
     @property
     def admin_port(self) -> int:
+        if self._admin is None:
+            raise RuntimeError("this gateway serves no admin port (a worker of a supervisor)")
         return _bound_port(self._admin)
 
     @property
@@ -86,28 +89,37 @@ class RunningGateway:
         config: Config,
         *,
         registry: CollectorRegistry | None = None,
-        reuse_port: bool = False,
+        public_socket: socket.socket | None = None,
+        serve_admin: bool = True,
         shutdown_grace: float = SHUTDOWN_GRACE,
     ) -> AsyncIterator[RunningGateway]:
+        """Bind the ports of `config` (or accept on `public_socket`, a listening socket shared by
+        the workers of a supervisor) and serve until the context exits."""
         metrics = Metrics(registry or CollectorRegistry())
         session = new_session()
         gateway = Gateway(Runtime.build(config, session, metrics), session, metrics)
         public = web.ServerRunner(
             _public_server(gateway, metrics, config), shutdown_timeout=shutdown_grace
         )
-        admin = web.AppRunner(
-            admin_app(metrics.registry, lambda: gateway.runtime.not_ready()), access_log=None
+        admin = (
+            web.AppRunner(
+                admin_app(metrics.registry, lambda: gateway.runtime.not_ready()), access_log=None
+            )
+            if serve_admin
+            else None
         )
         try:
             await gateway.runtime.start()
             await public.setup()
-            await admin.setup()
-            await _site(public, config.listen, reuse_port).start()
-            await _site(admin, config.admin_listen, reuse_port=False).start()
+            await _public_site(public, config.listen, public_socket).start()
+            if admin is not None:
+                await admin.setup()
+                await web.TCPSite(admin, config.admin_listen.host, config.admin_listen.port).start()
             yield cls(gateway, metrics, public, admin, session)
         finally:
             await public.cleanup()  # stop accepting, let in-flight requests finish
-            await admin.cleanup()
+            if admin is not None:
+                await admin.cleanup()
             await gateway.runtime.retire()
             await session.close()
 
@@ -127,7 +139,9 @@ def _public_server(gateway: Gateway, metrics: Metrics, config: Config) -> Gatewa
     )
 
 
-def _site(runner: web.BaseRunner[Any], address: Address, reuse_port: bool) -> web.TCPSite:
-    return web.TCPSite(
-        runner, address.host, address.port, reuse_port=reuse_port or None, backlog=1024
-    )
+def _public_site(
+    runner: web.BaseRunner[Any], address: Address, sock: socket.socket | None
+) -> web.BaseSite:
+    if sock is not None:
+        return web.SockSite(runner, sock)
+    return web.TCPSite(runner, address.host, address.port, backlog=1024)

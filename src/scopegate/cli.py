@@ -1,4 +1,9 @@
-"""The `scopegate` command line (SPEC §1): parse, call one function, return the exit code."""
+"""The `scopegate` command line (SPEC §1): parse, call one function, return the exit code.
+
+Each command imports what it needs only when it runs: `check` and `explain` never pay for the
+server, and `serve --workers N` must set up multi-process metrics before prometheus-client is
+imported at all.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=1, metavar="N", help="processes sharing the port (default 1)"
     )
+    # Internal: how a supervisor starts its workers.
+    serve.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-state", type=Path, help=argparse.SUPPRESS)
 
     check = commands.add_parser(
         "check",
@@ -89,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     grants.add_argument("--token", help="a bearer token, verified against its issuer's keys")
     grants.add_argument("--scopes", help='the scopes to assume, e.g. "read:contacts"')
     return parser
+
+
+def _serve(path: Path, workers: int, worker_fd: int | None, worker_state: Path | None) -> int:
+    if workers < 1:
+        print("scopegate serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if workers > 1:
+        from scopegate.workers import supervise
+
+        return supervise(path, workers)
+    from scopegate.serve import run
+
+    return run(path, worker_fd=worker_fd, worker_state=worker_state)
 
 
 def _demo(port: int, admin_port: int) -> int:

@@ -8,8 +8,11 @@ accepting, let in-flight requests finish within the grace period, and exit 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import socket
 from pathlib import Path
 
 from scopegate import __version__, logs
@@ -18,6 +21,7 @@ from scopegate.config.errors import ConfigErrors
 from scopegate.config.load import load_config
 from scopegate.config.model import Config
 from scopegate.runtime import route_errors
+from scopegate.worker_state import report_readiness
 
 
 def load_complete(path: Path) -> Config:
@@ -38,35 +42,42 @@ def install_event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def reload_from(path: Path, running: RunningGateway) -> bool:
+async def reload_from(path: Path, running: RunningGateway, *, count: bool = True) -> bool:
+    """Reload `path` into `running`; `count=False` in a worker, whose supervisor counts."""
     try:
         config = load_complete(path)
         await running.reload(config)
     except ConfigErrors as errors:
-        running.metrics.config_reloads.labels(result="error").inc()
+        if count:
+            running.metrics.config_reloads.labels(result="error").inc()
         for error in errors.errors:
             logs.event("configuration rejected", logging.ERROR, error=str(error))
         logs.event("reload failed; the running configuration is unchanged", logging.ERROR)
         return False
-    running.metrics.config_reloads.labels(result="ok").inc()
+    if count:
+        running.metrics.config_reloads.labels(result="ok").inc()
     logs.event("configuration reloaded", file=str(path), routes=len(config.routes))
     return True
 
 
-async def serve_forever(path: Path, config: Config, *, grace: float = SHUTDOWN_GRACE) -> None:
+def _on_signals(running: RunningGateway, path: Path, stop: asyncio.Event, *, count: bool) -> None:
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
     reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(reload_from(path, running, count=count))
+        reloads.add(task)  # held until done: the loop keeps only weak references to tasks
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+
+
+async def serve_forever(path: Path, config: Config, *, grace: float = SHUTDOWN_GRACE) -> None:
+    stop = asyncio.Event()
     async with RunningGateway.start(config, shutdown_grace=grace) as running:
-
-        def on_hup() -> None:
-            task = loop.create_task(reload_from(path, running))
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
+        _on_signals(running, path, stop, count=True)
         logs.event(
             "scopegate listening",
             version=__version__,
@@ -79,7 +90,27 @@ async def serve_forever(path: Path, config: Config, *, grace: float = SHUTDOWN_G
     logs.event("scopegate stopped")
 
 
-def run(path: Path) -> int:
+async def serve_as_worker(path: Path, config: Config, fd: int, state_dir: Path) -> None:
+    """A worker of `scopegate serve --workers N`: accept on the supervisor's socket, report
+    readiness to it, and stop when told to or when the supervisor is gone."""
+    stop = asyncio.Event()
+    supervisor = os.getppid()
+    sock = socket.socket(fileno=fd)
+    async with RunningGateway.start(config, public_socket=sock, serve_admin=False) as running:
+        _on_signals(running, path, stop, count=False)
+        reported: list[str] | None = None
+        while not stop.is_set():
+            reasons = running.runtime.not_ready()
+            if reasons != reported:
+                report_readiness(state_dir, reasons)
+                reported = reasons
+            if os.getppid() != supervisor:
+                break  # orphaned: the supervisor died without telling us
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+
+
+def run(path: Path, *, worker_fd: int | None = None, worker_state: Path | None = None) -> int:
     logs.configure()
     try:
         config = load_complete(path)
@@ -88,5 +119,8 @@ def run(path: Path) -> int:
             logs.event("configuration rejected", logging.ERROR, error=str(error))
         return 1
     install_event_loop_policy()
-    asyncio.run(serve_forever(path, config))
+    if worker_fd is not None and worker_state is not None:
+        asyncio.run(serve_as_worker(path, config, worker_fd, worker_state))
+    else:
+        asyncio.run(serve_forever(path, config))
     return 0

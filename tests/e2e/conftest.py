@@ -11,13 +11,13 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
+
+from scopegate.app import RunningGateway
 from scopegate.config.load import load_config_text
 from scopegate.devtools.keys import SigningKey, generate
 from scopegate.devtools.tokens import mint
 from tests.support.jwks_server import JwksServer
 from tests.support.upstream import RecordingUpstream
-
-from scopegate.app import RunningGateway
 
 AUDIENCE = "https://contacts.example.com"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from scopegate.devtools.keys import generate
 
 SCOPEGATE = [sys.executable, "-m", "scopegate"]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+
 from tests.e2e.conftest import Env
 from tests.support.rawhttp import Answer, exchange, request_bytes
 

@@ -4,6 +4,7 @@ nothing forwarded."""
 from __future__ import annotations
 
 import pytest
+
 from tests.e2e.conftest import Env
 from tests.support.rawhttp import exchange
 

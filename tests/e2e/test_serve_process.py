@@ -4,82 +4,22 @@ than its memory."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
+
 from scopegate.devtools.keys import SigningKey, generate
 from scopegate.devtools.tokens import mint
 from tests.e2e.conftest import AUDIENCE, BASE_CONFIG, closed_port
 from tests.support.jwks_server import JwksServer
+from tests.support.process import serve
 from tests.support.upstream import RecordingUpstream
 
 GIB = 1 << 30
-
-
-@dataclass
-class Served:
-    process: asyncio.subprocess.Process
-    port: int
-    admin_port: int
-    lines: list[dict[str, object]]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def peak_rss_bytes(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmHWM in /proc status")
-
-
-async def _read_logs(stream: asyncio.StreamReader, lines: list[dict[str, object]]) -> None:
-    while raw := await stream.readline():
-        try:
-            lines.append(json.loads(raw))
-        except ValueError:
-            lines.append({"message": raw.decode(errors="replace")})
-
-
-@asynccontextmanager
-async def serve(config_file: Path) -> AsyncIterator[Served]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "scopegate",
-        "serve",
-        "-c",
-        str(config_file),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert process.stdout is not None
-    lines: list[dict[str, object]] = []
-    reader = asyncio.create_task(_read_logs(process.stdout, lines))
-    try:
-        async with asyncio.timeout(15):
-            while not any(line.get("message") == "scopegate listening" for line in lines):
-                if process.returncode is not None:
-                    raise AssertionError(f"serve exited early: {lines}")
-                await asyncio.sleep(0.05)
-        ready = next(line for line in lines if line.get("message") == "scopegate listening")
-        port = int(str(ready["listen"]).rsplit(":", 1)[1])
-        admin = int(str(ready["admin"]).rsplit(":", 1)[1])
-        yield Served(process, port, admin, lines)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        await reader
 
 
 @dataclass
@@ -132,7 +72,7 @@ async def test_sighup_swaps_routes_and_a_bad_file_changes_nothing(
             assert response.status == 200
         path.write_text(original.replace("path: /public/{rest*}", "path: /open/{rest*}"))
         served.process.send_signal(signal.SIGHUP)
-        await _wait_for_log(served, "configuration reloaded")
+        await served.wait_for_log("configuration reloaded")
         async with http.get(served.url + "/open/x") as response:
             assert response.status == 200
         async with http.get(served.url + "/public/x") as response:
@@ -144,7 +84,7 @@ async def test_sighup_swaps_routes_and_a_bad_file_changes_nothing(
             )
         )
         served.process.send_signal(signal.SIGHUP)
-        await _wait_for_log(served, "reload failed; the running configuration is unchanged")
+        await served.wait_for_log("reload failed; the running configuration is unchanged")
         async with http.get(served.url + "/open/x") as response:
             assert response.status == 200
         errors = [str(line.get("error")) for line in served.lines if line.get("error")]
@@ -154,12 +94,6 @@ async def test_sighup_swaps_routes_and_a_bad_file_changes_nothing(
         assert 'scopegate_config_reloads_total{result="ok"} 1.0' in text
         assert 'scopegate_config_reloads_total{result="error"} 1.0' in text
     assert upstream.received
-
-
-async def _wait_for_log(served: Served, message: str) -> None:
-    async with asyncio.timeout(10):
-        while not any(line.get("message") == message for line in served.lines):
-            await asyncio.sleep(0.05)
 
 
 async def _gib_of_chunks() -> AsyncIterator[bytes]:

@@ -15,13 +15,13 @@ from importlib import resources
 from typing import TextIO
 
 from aiohttp import web
-from scopegate.config.load import load_config_text
-from scopegate.devtools.keys import generate
 
 from scopegate.app import RunningGateway
+from scopegate.config.load import load_config_text
 from scopegate.config.model import Config
 from scopegate.devtools.contacts import ContactsApi
 from scopegate.devtools.issuer import DevIssuer
+from scopegate.devtools.keys import generate
 
 AUDIENCE = "https://contacts.example.com"
 HOST = "127.0.0.1"

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+
 from scopegate.devtools.keys import SigningKey, jwks
 from scopegate.devtools.tokens import mint
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TextIO
 
 import aiohttp
-from scopegate.devtools.keys import load_pem
-from scopegate.devtools.tokens import mint
 
 from scopegate.devtools.issuer import DEV_TOKEN_ENDPOINT
+from scopegate.devtools.keys import load_pem
+from scopegate.devtools.tokens import mint
 
 
 class TokenRefused(Exception):

@@ -1,0 +1,55 @@
+"""The shipped Prometheus scrape configuration and alerting rules are valid and do what they say:
+`promtool` checks them and runs their unit tests."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from tests.support.tools import require_tool
+
+DEPLOY = Path(__file__).parents[2] / "deploy" / "prometheus"
+SPEC_METRICS = {
+    "scopegate_requests_total",
+    "scopegate_denials_total",
+    "scopegate_request_duration_seconds",
+    "scopegate_upstream_duration_seconds",
+    "scopegate_upstream_errors_total",
+    "scopegate_jwks_fetches_total",
+    "scopegate_jwks_keys",
+    "scopegate_jwks_last_success_timestamp_seconds",
+    "scopegate_config_reloads_total",
+    "scopegate_build_info",
+}
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    promtool = require_tool("promtool", "Debian package prometheus")
+    return subprocess.run(
+        [promtool, *args], cwd=DEPLOY, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_rules_are_valid() -> None:
+    result = _promtool("check", "rules", "scopegate.rules.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rule_unit_tests_pass() -> None:
+    result = _promtool("test", "rules", "scopegate.rules.test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_scrape_config_is_valid() -> None:
+    result = _promtool("check", "config", "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_read_only_metrics_scopegate_exports() -> None:
+    """A misspelt metric in an alert silently never fires: every name must be one of SPEC §5."""
+    text = (DEPLOY / "scopegate.rules.yml").read_text()
+    used = {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"scopegate_[a-z_]+", text)}
+    assert used, "the rules read no scopegate metric"
+    assert used <= SPEC_METRICS, used - SPEC_METRICS

@@ -17,7 +17,6 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -34,7 +33,7 @@ from scopegate.runtime import Runtime
 SHUTDOWN_GRACE = 30.0
 
 
-def _bound_port(runner: web.BaseRunner[Any]) -> int:
+def _bound_port(runner: web.BaseRunner) -> int:
     for address in runner.addresses:
         if isinstance(address, tuple):
             return int(address[1])
@@ -48,8 +47,8 @@ class RunningGateway:
         self,
         gateway: Gateway,
         metrics: Metrics,
-        public: web.BaseRunner[Any],
-        admin: web.BaseRunner[Any] | None,
+        public: web.BaseRunner,
+        admin: web.BaseRunner | None,
         session: aiohttp.ClientSession,
     ) -> None:
         self.gateway = gateway
@@ -140,7 +139,7 @@ def _public_server(gateway: Gateway, metrics: Metrics, config: Config) -> Gatewa
 
 
 def _public_site(
-    runner: web.BaseRunner[Any], address: Address, sock: socket.socket | None
+    runner: web.BaseRunner, address: Address, sock: socket.socket | None
 ) -> web.BaseSite:
     if sock is not None:
         return web.SockSite(runner, sock)

@@ -46,7 +46,7 @@ def timeout_answer(rid: str) -> bytes:
     return head.encode("ascii") + body
 
 
-class GatewayConnection(RequestHandler):  # type: ignore[type-arg]
+class GatewayConnection(RequestHandler):
     """aiohttp's connection handler with scopegate's error answers and head timeout."""
 
     def __init__(self, manager: GatewayServer, *, header_timeout: float, **kwargs: Any) -> None:
@@ -116,7 +116,7 @@ class GatewayServer(web.Server):
         self.metrics = metrics
         self._header_timeout = header_timeout
 
-    def __call__(self) -> RequestHandler:  # type: ignore[type-arg]
+    def __call__(self) -> RequestHandler:
         return GatewayConnection(
             self, loop=self._loop, header_timeout=self._header_timeout, **self._kwargs
         )

@@ -64,7 +64,7 @@ def problem_body(status: int, title: str, detail: str, slug: str) -> bytes:
 def problem_response(denied: Denied, rid: str, *, close: bool = False) -> web.Response:
     """The complete answer to a denied request."""
     reason = denied.reason
-    response = plain_problem(reason.status, reason.title, denied.detail, str(reason), rid)
+    response = plain_problem(reason.status, reason.heading, denied.detail, str(reason), rid)
     www_authenticate = challenge(denied)
     if www_authenticate is not None:
         response.headers["WWW-Authenticate"] = www_authenticate

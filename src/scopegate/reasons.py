@@ -39,7 +39,8 @@ class Reason(StrEnum):
         return _STATUS[self]
 
     @property
-    def title(self) -> str:
+    def heading(self) -> str:
+        """The problem+json `title`: short, the same for every denial of this reason."""
         return _TITLE[self]
 
     @property

@@ -47,7 +47,10 @@ class Supervisor:
         self.workers: dict[int, asyncio.subprocess.Process] = {}
         self.stopping = False
         self._socket: socket.socket | None = None
-        self.reloads: Any = None  # the config_reloads counter, made once metrics are set up
+        self.reloads: Any = None
+        self._watchers: set[asyncio.Task[None]] = (
+            set()
+        )  # the config_reloads counter, made once metrics are set up
 
     async def spawn(self) -> None:
         assert self._socket is not None
@@ -58,7 +61,9 @@ class Supervisor:
             pass_fds=(fd,),
         )  # fmt: skip
         self.workers[process.pid] = process
-        asyncio.get_running_loop().create_task(self._watch(process))
+        watcher = asyncio.get_running_loop().create_task(self._watch(process))
+        self._watchers.add(watcher)  # the loop holds tasks weakly
+        watcher.add_done_callback(self._watchers.discard)
 
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         from prometheus_client import multiprocess
@@ -67,7 +72,7 @@ class Supervisor:
 
         code = await process.wait()
         self.workers.pop(process.pid, None)
-        multiprocess.mark_process_dead(process.pid)
+        multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
         forget(self.state_dir, process.pid)
         if not self.stopping:
             logs.event("worker died; starting another", logging.ERROR, pid=process.pid, code=code)
@@ -138,7 +143,7 @@ class Supervisor:
         own = Metrics(CollectorRegistry())  # written to the shared directory like any worker's
         self.reloads = own.config_reloads
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         app = admin_app(registry, lambda: workers_not_ready(self.state_dir, sorted(self.workers)))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -164,5 +164,6 @@ class Config:
     jwks: JwksPolicy = field(default_factory=JwksPolicy)
     limits: Limits = field(default_factory=Limits)
     scopes: Mapping[str, str] = field(default_factory=dict)  # catalogue: scope -> description
+    scope_sources: Mapping[str, Source] = field(default_factory=dict)  # where each was declared
     forward: Forwarding = field(default_factory=Forwarding)
     file: str = "<built-in>"

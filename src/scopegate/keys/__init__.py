@@ -1,0 +1,1 @@
+"""Signing keys of the trusted issuers: the only place the gateway talks to an identity provider."""

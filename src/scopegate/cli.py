@@ -129,7 +129,7 @@ def _demo(port: int, admin_port: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    path = Path(args.config or default_config_path())
+    path = Path(getattr(args, "config", None) or default_config_path())
     if args.command == "serve":
         if args.workers != 1:
             print("scopegate: --workers other than 1 is not supported yet", file=sys.stderr)

@@ -206,14 +206,10 @@ def default_route_name(path: str, methods: frozenset[str] | None) -> str:
     return f"{'ANY' if methods is None else ','.join(sorted(methods))} {path}"
 
 
-def _route(b: Builder, path: Path, spec: dict[str, Any], upstreams: dict[str, Upstream]) -> Route:
+def _route(b: Builder, path: Path, spec: dict[str, Any]) -> Route:
     methods = _methods(b, (*path, "methods"), spec.get("methods"))
     if not spec["path"].startswith("/"):
         b.error((*path, "path"), f'"{spec["path"]}" must start with /')
-    if spec["upstream"] not in upstreams and b.clean(("upstreams",)):
-        defined = ", ".join(sorted(upstreams)) or "none"
-        b.error((*path, "upstream"), f'"{spec["upstream"]}" is not a defined upstream '
-                f"(defined: {defined})")  # fmt: skip
     auth = spec.get("auth", "required")
     if auth == "none":
         for key in ("scopes", "audience"):
@@ -232,6 +228,19 @@ def _route(b: Builder, path: Path, spec: dict[str, Any], upstreams: dict[str, Up
         max_body_bytes=spec.get("max_body_bytes"),
         source=b.at(path),
     )
+
+
+def _check_upstream_names(b: Builder, known: dict[str, Upstream]) -> None:
+    """Every route's `upstream` must be defined: checked even on routes with other mistakes,
+    since a wrong reference is worth saying in the same run."""
+    if not b.clean(("upstreams",)):
+        return
+    defined = ", ".join(sorted(known)) or "none"
+    for index, spec in enumerate(b.get(("routes",)) or []):
+        name = spec.get("upstream") if isinstance(spec, dict) else None
+        if isinstance(name, str) and name not in known:
+            message = f'"{name}" is not a defined upstream (defined: {defined})'
+            b.error(("routes", index, "upstream"), message)
 
 
 def _strip_prefix(b: Builder, path: Path, spec: dict[str, Any]) -> None:
@@ -317,7 +326,8 @@ def build_config(b: Builder) -> Config:
     _scope_names(b, ("scopes",), [(("scopes", k), k) for k in catalogue])
     # A route naming an upstream whose own entry was broken is not reported twice.
     known = upstreams | {str(p[-1]): cast(Upstream, None) for p, _ in b.items(("upstreams",))}
-    routes = [_route(b, path, spec, known) for path, spec in b.items(("routes",))]
+    routes = [_route(b, path, spec) for path, spec in b.items(("routes",))]
+    _check_upstream_names(b, known)
     _unique(b, [(("routes", i, "name"), r.name) for i, r in enumerate(routes)], "route name", str)
     limits_spec = b.get(("limits",)) or {}
     return Config(

@@ -74,6 +74,7 @@ def problem_response(denied: Denied, rid: str, *, close: bool = False) -> web.Re
         response.headers["Retry-After"] = str(denied.retry_after)
     if close:
         response.force_close()
+        response.headers["Connection"] = "close"  # said even to HTTP/1.0 and unparsable requests
     return response
 
 

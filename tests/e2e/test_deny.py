@@ -138,6 +138,20 @@ CASES = [
         id="encoded slash: 400 bad_path",
     ),
     pytest.param(
+        Case(
+            "GET", "http://evil.example/contacts", _token(), 400, "bad_path", None, challenge=False
+        ),
+        id="absolute-form target: 400 bad_path",
+    ),
+    pytest.param(
+        Case("CONNECT", "evil.example:443", lambda env: {}, 400, "bad_path", None, challenge=False),
+        id="authority-form target: 400 bad_path",
+    ),
+    pytest.param(
+        Case("OPTIONS", "*", lambda env: {}, 400, "bad_path", None, challenge=False),
+        id="asterisk-form target: 400 bad_path",
+    ),
+    pytest.param(
         Case("GET", "/public/../contacts", lambda env: {}, 401, "missing_token", None),
         id="dot segments out of a public route land on the protected one",
     ),

@@ -64,7 +64,9 @@ class JwksServer:
         if self.mode == "empty":
             return web.json_response({"keys": []})
         if self.mode == "huge":
-            return web.Response(body=b"{" + b" " * (2 << 20) + b"}", content_type="application/json")
+            return web.Response(
+                body=b"{" + b" " * (2 << 20) + b"}", content_type="application/json"
+            )
         if self.mode == "slow":
             await asyncio.sleep(self.delay)
         body = json.dumps(jwks(*self.keys)).encode()

@@ -131,12 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = Path(getattr(args, "config", None) or default_config_path())
     if args.command == "serve":
-        if args.workers != 1:
-            print("scopegate: --workers other than 1 is not supported yet", file=sys.stderr)
-            return 2
-        from scopegate.serve import run
-
-        return run(path)
+        return _serve(path, args.workers, args.worker_fd, args.worker_state)
     if args.command == "check":
         from scopegate.explain import run_check
 

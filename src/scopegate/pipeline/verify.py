@@ -90,6 +90,8 @@ def parse_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise _malformed("encrypted tokens (JWE) are not accepted")
     if len(parts) != 3:
         raise _malformed("not a JWT: expected three dot-separated parts")
+    if not _B64URL.fullmatch(parts[2]):
+        raise _malformed("the signature is not base64url")
     return _json_object(parts[0], "header"), _json_object(parts[1], "claims")
 
 

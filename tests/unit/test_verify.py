@@ -1,0 +1,242 @@
+"""Token verification (SPEC §3.3): every check its own reason, real RSA, EC and Ed25519 keys, keys
+bound to their issuer. End-to-end counterpart: tests/e2e/test_deny.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scopegate.config.model import Issuer
+from scopegate.devtools.keys import SigningKey, generate
+from scopegate.devtools.tokens import mint
+from scopegate.pipeline.verify import TokenVerifier
+from scopegate.reasons import Denied, Reason
+
+ISSUER = "https://id.example.com/"
+OTHER = "https://other.example.com/"
+AUDIENCE = "https://api.example.com"
+RSA = generate("RS256", kid="rsa-1")
+EC = generate("ES256", kid="ec-1")
+ED = generate("EdDSA", kid="ed-1")
+OTHER_KEY = generate("RS256", kid="other-1")
+
+
+class StaticKeys:
+    """A key source holding fixed keys: the same protocol the JWKS store serves."""
+
+    def __init__(self, *keys: SigningKey) -> None:
+        self._keys = {(k.kid, k.alg): jwt.PyJWK(k.public_jwk(), algorithm=k.alg) for k in keys}
+
+    async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
+        key = self._keys.get((kid, alg))  # type: ignore[arg-type]
+        if key is None:
+            raise Denied(Reason.UNKNOWN_KEY, "unknown key")
+        return key
+
+
+def verifier(**issuer_options: Any) -> TokenVerifier:
+    issuer = Issuer(
+        ISSUER, audiences=(AUDIENCE,), algorithms=("RS256", "ES256", "EdDSA"), **issuer_options
+    )
+    other = Issuer(OTHER, audiences=(AUDIENCE,), algorithms=("RS256",))
+    return TokenVerifier(
+        [issuer, other], {ISSUER: StaticKeys(RSA, EC, ED), OTHER: StaticKeys(OTHER_KEY)}
+    )
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forge(header: dict[str, Any], claims: dict[str, Any] | str, signature: bytes = b"sig") -> str:
+    body = claims if isinstance(claims, str) else json.dumps(claims)
+    return f"{b64(json.dumps(header).encode())}.{b64(body.encode())}.{b64(signature)}"
+
+
+def claims(**extra: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"iss": ISSUER, "aud": AUDIENCE, "sub": "u", "iat": now, "exp": now + 300, **extra}
+
+
+def token(key: SigningKey = RSA, **kwargs: Any) -> str:
+    options: dict[str, Any] = {"issuer": ISSUER, "audience": AUDIENCE, "scopes": ("read",)}
+    options.update(kwargs)
+    return mint(key, **options)
+
+
+def swap_signature(good: str, signature: bytes) -> str:
+    head, body, _ = good.split(".")
+    return f"{head}.{body}.{b64(signature)}"
+
+
+def hs256_with_public_key() -> str:
+    """The RS256 → HS256 confusion: HMAC-signed with the RSA public key's PEM as the secret."""
+    from cryptography.hazmat.primitives import serialization
+
+    pem = RSA.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    import hashlib
+    import hmac
+
+    head = b64(json.dumps({"alg": "HS256", "kid": "rsa-1", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims()).encode())
+    mac = hmac.new(pem, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(mac)}"
+
+
+Case = Callable[[], str]
+DUPLICATE_HEADER = (
+    b64(b'{"alg":"RS256","alg":"none"}') + "." + b64(json.dumps(claims()).encode()) + ".x"
+)
+NOW = int(time.time())
+
+REFUSED: list[Any] = [
+    pytest.param(lambda: "abc", Reason.MALFORMED_TOKEN, id="one part"),
+    pytest.param(lambda: "a.b", Reason.MALFORMED_TOKEN, id="two parts"),
+    pytest.param(lambda: "a.b.c.d.e", Reason.MALFORMED_TOKEN, id="five parts: an encrypted JWE"),
+    pytest.param(lambda: "e30.e30.!!!", Reason.MALFORMED_TOKEN, id="signature not base64url"),
+    pytest.param(lambda: forge({"alg": "RS256"}, "[1,2]"), Reason.MALFORMED_TOKEN, id="claims not an object"),
+    pytest.param(lambda: forge({"alg": "RS256"}, "{nope"), Reason.MALFORMED_TOKEN, id="claims not JSON"),
+    pytest.param(lambda: forge({"alg": "RS256"}, '{"iss":"a","iss":"b"}'), Reason.MALFORMED_TOKEN, id="duplicate claim names"),
+    pytest.param(lambda: DUPLICATE_HEADER, Reason.MALFORMED_TOKEN, id="duplicate header names"),
+    pytest.param(lambda: forge({"alg": "RS256"}, '{"exp": NaN}'), Reason.MALFORMED_TOKEN, id="NaN is not JSON"),
+    pytest.param(lambda: forge({"alg": "none"}, claims(), b""), Reason.DISALLOWED_ALG, id="alg none"),
+    pytest.param(lambda: forge({"alg": "None"}, claims(), b""), Reason.DISALLOWED_ALG, id="alg None"),
+    pytest.param(lambda: forge({"alg": "NONE"}, claims(), b""), Reason.DISALLOWED_ALG, id="alg NONE"),
+    pytest.param(lambda: forge({"alg": "nOnE"}, claims(), b""), Reason.DISALLOWED_ALG, id="alg nOnE"),
+    pytest.param(lambda: forge({"kid": "rsa-1"}, claims()), Reason.DISALLOWED_ALG, id="no alg at all"),
+    pytest.param(hs256_with_public_key, Reason.DISALLOWED_ALG, id="HS256 signed with the RSA public key"),
+    pytest.param(lambda: token(generate("ES384", kid="ec-1")), Reason.DISALLOWED_ALG, id="algorithm not on the issuer's list"),
+    pytest.param(lambda: token(generate("PS256", kid="rsa-1")), Reason.DISALLOWED_ALG, id="PS256 not allowed even with a known kid"),
+    pytest.param(lambda: swap_signature(token(), b""), Reason.BAD_SIGNATURE, id="signature stripped"),
+    pytest.param(lambda: swap_signature(token(), bytes(256)), Reason.BAD_SIGNATURE, id="signature zeroed"),
+    pytest.param(lambda: swap_signature(token(EC), bytes(64)), Reason.BAD_SIGNATURE, id="ECDSA psychic signature r=s=0"),
+    pytest.param(lambda: token(generate("RS256", kid="rsa-1")), Reason.BAD_SIGNATURE, id="another key under a known kid"),
+    pytest.param(lambda: token(generate("RS256", kid="stranger")), Reason.UNKNOWN_KEY, id="unknown kid"),
+    pytest.param(lambda: token(generate("RS256", kid="../../etc/passwd")), Reason.UNKNOWN_KEY, id="kid path traversal"),
+    pytest.param(lambda: token(generate("RS256", kid="x' OR '1'='1")), Reason.UNKNOWN_KEY, id="kid injection"),
+    pytest.param(lambda: token(generate("RS256", kid="evil"), headers={"jwk": generate("RS256").public_jwk()}),
+                 Reason.UNKNOWN_KEY, id="embedded jwk header is never used"),
+    pytest.param(lambda: token(generate("RS256", kid="evil"), headers={"jku": "https://evil.example/jwks"}),
+                 Reason.UNKNOWN_KEY, id="jku header is never used"),
+    pytest.param(lambda: token(generate("RS256", kid="evil"), headers={"x5u": "https://evil.example/c"}),
+                 Reason.UNKNOWN_KEY, id="x5u header is never used"),
+    pytest.param(lambda: token(headers={"crit": ["exp"]}), Reason.MALFORMED_TOKEN, id="crit header"),
+    pytest.param(lambda: token(issuer="https://evil.example.com/"), Reason.INVALID_ISSUER, id="unknown issuer"),
+    pytest.param(lambda: token(issuer=OTHER), Reason.UNKNOWN_KEY, id="another configured issuer's name with this issuer's key"),
+    pytest.param(lambda: token(extra_claims={"iss": None}), Reason.INVALID_ISSUER, id="no iss"),
+    pytest.param(lambda: token(lifetime=-120), Reason.EXPIRED_TOKEN, id="expired beyond leeway"),
+    pytest.param(lambda: token(extra_claims={"nbf": NOW + 600}), Reason.NOT_YET_VALID, id="not yet valid"),
+    pytest.param(lambda: token(extra_claims={"iat": NOW + 600}), Reason.NOT_YET_VALID, id="issued in the future"),
+    pytest.param(lambda: token(extra_claims={"exp": None}), Reason.MISSING_CLAIM, id="no exp"),
+    pytest.param(lambda: token(extra_claims={"exp": str(NOW + 300)}), Reason.MALFORMED_TOKEN, id="exp as a string"),
+    pytest.param(lambda: token(extra_claims={"exp": True}), Reason.MALFORMED_TOKEN, id="exp as a boolean"),
+    pytest.param(lambda: token(extra_claims={"aud": 7}), Reason.MALFORMED_TOKEN, id="aud as a number"),
+    pytest.param(lambda: token(extra_claims={"aud": [AUDIENCE, 7]}), Reason.MALFORMED_TOKEN, id="aud array with a number"),
+    pytest.param(lambda: token(extra_claims={"sub": {"id": 1}}), Reason.MALFORMED_TOKEN, id="sub as an object"),
+    pytest.param(lambda: token(audience="https://other-api.example.com"), Reason.INVALID_AUDIENCE, id="wrong audience"),
+    pytest.param(lambda: token(audience=["https://a.example", "https://b.example"]), Reason.INVALID_AUDIENCE, id="audience array without ours"),
+    pytest.param(lambda: token(extra_claims={"aud": None}), Reason.MISSING_CLAIM, id="no aud"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("make", "reason"), REFUSED)
+async def test_bad_tokens_are_refused_with_the_failed_check(make: Case, reason: Reason) -> None:
+    bad = make()
+    with pytest.raises(Denied) as caught:
+        await verifier().verify(bad)
+    assert caught.value.reason is reason
+    assert caught.value.reason.status == 401
+    assert bad not in caught.value.detail
+
+
+@pytest.mark.parametrize("key", [RSA, EC, ED], ids=["RS256", "ES256", "EdDSA"])
+async def test_valid_tokens_give_their_claims_and_scopes(key: SigningKey) -> None:
+    principal = await verifier().verify(token(key, scopes=("read", "write")))
+    assert principal.issuer == ISSUER
+    assert principal.subject == "user-1"
+    assert principal.scopes == {"read", "write"}
+
+
+async def test_leeway_accepts_a_token_expired_moments_ago() -> None:
+    await verifier(leeway=30).verify(token(lifetime=-10))
+
+
+async def test_audience_array_containing_ours_is_accepted() -> None:
+    await verifier().verify(token(audience=["https://other.example", AUDIENCE]))
+
+
+async def test_a_route_audience_replaces_the_issuers() -> None:
+    special = token(audience="https://admin.example.com")
+    await verifier().verify(special, audience="https://admin.example.com")
+    with pytest.raises(Denied) as caught:
+        await verifier().verify(token(), audience="https://admin.example.com")
+    assert caught.value.reason is Reason.INVALID_AUDIENCE
+
+
+@pytest.mark.parametrize(
+    ("typ", "accepted"),
+    [
+        ("at+jwt", True),
+        ("application/at+jwt", True),
+        ("AT+JWT", True),
+        ("JWT", False),
+        (None, False),
+    ],
+)
+async def test_token_type_is_checked_when_configured(typ: str | None, accepted: bool) -> None:
+    headers = {"typ": typ} if typ else {"typ": None}
+    made = token(headers=headers)
+    if accepted:
+        await verifier(token_type="at+jwt").verify(made)
+        return
+    with pytest.raises(Denied) as caught:
+        await verifier(token_type="at+jwt").verify(made)
+    assert caught.value.reason is Reason.INVALID_TOKEN_TYPE
+
+
+async def test_required_claims_are_enforced() -> None:
+    with pytest.raises(Denied) as caught:
+        await verifier(required_claims=("exp", "jti")).verify(token())
+    assert caught.value.reason is Reason.MISSING_CLAIM
+    assert "jti" in caught.value.detail
+
+
+async def test_scope_claims_are_read_as_configured() -> None:
+    made = token(scopes=None, extra_claims={"permissions": ["delete:contacts"], "scp": "read"})
+    principal = await verifier(scope_claims=("permissions", "scp")).verify(made)
+    assert principal.scopes == {"delete:contacts", "read"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+async def test_arbitrary_text_is_never_accepted(text: str) -> None:
+    with pytest.raises(Denied) as caught:
+        await verifier().verify(text)
+    assert caught.value.reason.status == 401
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2), st.integers(0, 255), st.integers(0, 10_000))
+async def test_flipping_any_byte_of_a_valid_token_never_allows_it(
+    part: int, value: int, at: int
+) -> None:
+    good = token()
+    pieces = good.split(".")
+    raw = bytearray(base64.urlsafe_b64decode(pieces[part] + "=" * (-len(pieces[part]) % 4)))
+    index = at % len(raw)
+    if raw[index] == value:
+        return
+    raw[index] = value
+    pieces[part] = b64(bytes(raw))
+    with pytest.raises(Denied):
+        await verifier().verify(".".join(pieces))

@@ -44,6 +44,8 @@ def _schema_errors(document: Document) -> tuple[list[ConfigError], list[Path]]:
     paths: list[Path] = []
     for error in _validator().iter_errors(document.data):
         path: Path = tuple(error.absolute_path)
+        if path in document.unresolved:
+            continue
         paths.append(path)
         errors.extend(_explain(document, path, error))
     return errors, paths
@@ -97,7 +99,7 @@ def load_config_text(text: str, filename: str, env: Mapping[str, str] | None = N
     if not isinstance(document.data, dict):
         raise ConfigErrors([ConfigError(Source(filename, 1, 1), "the file must be a mapping")])
     schema_errors, reported = _schema_errors(document)
-    builder = Builder(document, reported)
+    builder = Builder(document, [*reported, *document.unresolved])
     config = build_config(builder)
     errors += schema_errors + builder.errors
     if errors:

@@ -37,6 +37,7 @@ class Document:
     file: str
     values: dict[Path, Source] = field(default_factory=dict)
     keys: dict[Path, Source] = field(default_factory=dict)  # path of a mapping entry -> its key
+    unresolved: set[Path] = field(default_factory=set)  # values whose ${NAME} had no value
 
     def source(self, path: Path, *, key: bool = False) -> Source:
         """The position of `path` (its key with `key=True`), else of its nearest ancestor."""
@@ -93,7 +94,11 @@ class _Walker:
         value = self.loader.construct_object(node)
         if not isinstance(value, str) or "$" not in value:
             return value
+        before = len(self.errors)
         expanded = self._expand(value, node)
+        if len(self.errors) != before:
+            self.document.unresolved.add(path)  # already reported: no second error about it
+            return expanded
         if node.tag == _STR_TAG and getattr(node, "style", None) is None:
             tag = self.loader.resolve(yaml.ScalarNode, expanded, (True, False))  # type: ignore[no-untyped-call]
             return self.loader.construct_object(yaml.ScalarNode(tag, expanded))

@@ -143,7 +143,7 @@ BAD = [
                  ['f.yaml:3:5: issuers[0]: missing required key "audiences"'], id="issuer without audiences"),
     pytest.param(BASE.replace("    audiences: [https://api.example.com]\n", "    audiences: []\n"),
                  ["f.yaml:4:16: issuers[0].audiences: needs at least 1 item(s)"], id="empty audiences"),
-    pytest.param("issuers: [\n", ["f.yaml:2:1: YAML syntax: expected the node content, but found '<stream end>'"],
+    pytest.param("issuers: [\n", ["f.yaml:2:1: YAML: expected the node content, but found '<stream end>'"],
                  id="YAML syntax error"),
     pytest.param("", ["f.yaml:1:1: the file is empty"], id="empty file"),
     pytest.param("- a\n- b\n", ["f.yaml:1:1: the file must be a mapping"], id="not a mapping"),

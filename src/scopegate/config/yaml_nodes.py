@@ -126,30 +126,35 @@ class _TooLarge(Exception):
     pass
 
 
+def _syntax_error(error: yaml.MarkedYAMLError, file: str) -> ConfigError:
+    mark = error.problem_mark or error.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    problem = error.problem or error.context or "invalid YAML"
+    return ConfigError(Source(file, line, col), f"YAML: {problem}")
+
+
 def read_document(
     text: str, file: str, env: Mapping[str, str]
 ) -> tuple[Document, list[ConfigError]]:
     """Plain data with positions, and every error met on the way (YAML syntax included)."""
     walker = _Walker(file, env)
     try:
-        loader = yaml.SafeLoader(text)
-        try:
-            root = loader.get_single_node()
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = error.problem or error.context or "invalid YAML"
-        return walker.document, [ConfigError(Source(file, line, col), f"YAML syntax: {problem}")]
+        loader = yaml.SafeLoader(text)  # reading starts here: it may refuse the characters
     except yaml.YAMLError as error:
         return walker.document, [ConfigError(Source(file, 1, 1), f"YAML: {error}")]
-    if root is None:
-        return walker.document, [ConfigError(Source(file, 1, 1), "the file is empty")]
     try:
+        root = loader.get_single_node()
+        if root is None:
+            return walker.document, [ConfigError(Source(file, 1, 1), "the file is empty")]
+        # Constructing scalars can fail too: unknown tags such as !!python/object or `=`.
         walker.document.data = walker.walk(root, ())
+    except yaml.MarkedYAMLError as error:
+        return walker.document, [_syntax_error(error, file)]
+    except yaml.YAMLError as error:
+        return walker.document, [ConfigError(Source(file, 1, 1), f"YAML: {error}")]
     except _TooLarge:
-        return walker.document, [
-            ConfigError(Source(file, 1, 1), f"the document expands to more than {MAX_NODES} nodes")
-        ]
+        message = f"the document expands to more than {MAX_NODES} nodes"
+        return walker.document, [ConfigError(Source(file, 1, 1), message)]
+    finally:
+        loader.dispose()
     return walker.document, walker.errors

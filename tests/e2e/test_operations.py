@@ -1,0 +1,91 @@
+"""The admin port and the key lifecycle as an operator sees them: readiness, 503 while an issuer
+has no keys, and metrics that move by exactly what happened."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry
+
+from scopegate.app import RunningGateway
+from scopegate.config.load import load_config_text
+from scopegate.devtools.keys import generate
+from scopegate.devtools.tokens import mint
+from tests.e2e.conftest import AUDIENCE, BASE_CONFIG, Env, closed_port
+from tests.support.jwks_server import JwksServer
+from tests.support.rawhttp import exchange, request_bytes
+from tests.support.upstream import RecordingUpstream
+
+
+async def test_an_issuer_down_at_start_gives_503_then_recovers() -> None:
+    """`serve` starts with the provider down: not ready, tokens answered 503 with Retry-After
+    and no challenge, nothing forwarded; once the provider answers, ready and 200."""
+    key = generate("RS256")
+    async with RecordingUpstream() as upstream, JwksServer([key]) as jwks:
+        jwks.mode = "down"
+        text = BASE_CONFIG.format(
+            issuer=jwks.issuer, jwks_uri=jwks.jwks_uri, audience=AUDIENCE,
+            upstream=upstream.url, closed_port=closed_port(),
+        )  # fmt: skip
+        config = load_config_text(text, "gateway.yaml")
+        registry = CollectorRegistry()
+        async with RunningGateway.start(config, registry=registry, shutdown_grace=1) as gateway:
+            admin = gateway.admin_port
+            ready = await exchange(admin, request_bytes("GET", "/readyz"))
+            assert ready.status == 503
+            assert "no signing keys yet" in ready.json()["reasons"][0]
+            healthy = await exchange(admin, request_bytes("GET", "/healthz"))
+            assert healthy.status == 200
+            token = mint(key, issuer=jwks.issuer, audience=AUDIENCE)
+            answer = await exchange(
+                gateway.public_port,
+                request_bytes("GET", "/contacts", {"Authorization": f"Bearer {token}"}),
+            )
+            assert answer.status == 503
+            assert answer.header("Retry-After") is not None
+            assert answer.header("WWW-Authenticate") is None
+            assert upstream.received == []
+            failed = registry.get_sample_value(
+                "scopegate_jwks_fetches_total", {"issuer": jwks.issuer, "result": "error"}
+            )
+            assert failed is not None and failed >= 1
+
+            jwks.mode = "ok"
+            async with asyncio.timeout(10):
+                while (await exchange(admin, request_bytes("GET", "/readyz"))).status != 200:
+                    await asyncio.sleep(0.2)
+            answer = await exchange(
+                gateway.public_port,
+                request_bytes("GET", "/contacts", {"Authorization": f"Bearer {token}"}),
+            )
+            assert answer.status == 200
+            assert registry.get_sample_value("scopegate_jwks_keys", {"issuer": jwks.issuer}) == 1
+
+
+async def test_counters_move_by_exactly_the_requests_made(env: Env) -> None:
+    for _ in range(3):
+        await exchange(env.port, request_bytes("GET", "/contacts", env.bearer()))
+    for _ in range(2):
+        await exchange(env.port, request_bytes("GET", "/contacts"))
+    await exchange(env.port, request_bytes("GET", "/nowhere"))
+    assert (
+        env.sample("scopegate_requests_total", route="list-contacts", method="GET", code="200") == 3
+    )
+    assert (
+        env.sample("scopegate_requests_total", route="list-contacts", method="GET", code="401") == 2
+    )
+    assert env.sample("scopegate_requests_total", route="unmatched", method="GET", code="404") == 1
+    assert env.sample("scopegate_denials_total", route="list-contacts", reason="missing_token") == 2
+    assert env.sample("scopegate_denials_total", route="unmatched", reason="no_route") == 1
+    assert env.sample("scopegate_request_duration_seconds_count", route="list-contacts") == 5
+    assert env.sample("scopegate_upstream_duration_seconds_count", upstream="contacts") == 3
+    assert env.sample("scopegate_build_info", version="0.1.0") == 1
+
+
+async def test_metrics_are_served_on_the_admin_port_only(env: Env) -> None:
+    metrics = await exchange(env.gateway.admin_port, request_bytes("GET", "/metrics"))
+    assert metrics.status == 200
+    assert b"scopegate_build_info" in metrics.body
+    public = await exchange(env.port, request_bytes("GET", "/metrics"))
+    assert public.status == 404
+    assert env.upstream.received == []

@@ -127,3 +127,41 @@ async def test_a_gib_each_way_streams_in_constant_memory(
         assert received == GIB
         peak = served.peak_rss_bytes()
     assert peak < 150 * (1 << 20), f"peak RSS {peak / (1 << 20):.0f} MiB"
+
+
+async def test_reloads_under_continuous_load_lose_no_request(world: World) -> None:
+    """Four clients send 150 requests each while the file is swapped, broken and swapped again:
+    every request is answered 200, and the last good routes are the ones in force."""
+    path = world.path
+    original = path.read_text()
+    variants = [
+        original.replace("path: /me\n", "path: /me2\n"),
+        original.replace(
+            "upstream: contacts\n    auth: none", "upstream: nowhere\n    auth: none", 1
+        ),
+        original,
+    ]
+
+    async def client(http: aiohttp.ClientSession, url: str) -> list[int]:
+        statuses = []
+        for _ in range(150):
+            async with http.get(url) as response:
+                await response.read()
+                statuses.append(response.status)
+        return statuses
+
+    async with serve(path) as served, aiohttp.ClientSession() as http:
+        load = [asyncio.create_task(client(http, served.url + "/public/load")) for _ in range(4)]
+        for variant in variants:
+            await asyncio.sleep(0.15)
+            path.write_text(variant)
+            served.process.send_signal(signal.SIGHUP)
+        results = await asyncio.gather(*load)
+        async with asyncio.timeout(10):
+            while len([ln for ln in served.lines if "reload" in str(ln.get("message"))]) < 3:
+                await asyncio.sleep(0.05)
+        async with http.get(served.url + "/me") as response:
+            assert response.status == 401  # the original route table is in force again
+    assert [status for statuses in results for status in statuses] == [200] * 600
+    assert any(line.get("message") == "reload failed; the running configuration is unchanged"
+               for line in served.lines)  # fmt: skip

@@ -128,7 +128,8 @@ def _public_server(gateway: Gateway, metrics: Metrics, config: Config) -> Gatewa
     return GatewayServer(
         gateway.handle,
         metrics,
-        limits.header_timeout,
+        header_timeout=limits.header_timeout,
+        max_connections=limits.max_connections,
         keepalive_timeout=limits.idle_timeout,
         max_line_size=limits.max_header_bytes,
         max_field_size=limits.max_header_bytes,

@@ -6,11 +6,13 @@ what goes wrong before a request exists.
 - A request head (request line and headers) must arrive within `header_timeout` of its first
   byte, or the connection gets 408 and is closed: a client trickling headers byte by byte
   (slowloris) holds a connection for that long at most.
+- Past `max_connections` open connections, a new one is answered 503 and closed at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -32,15 +34,14 @@ def _parser_denial(exc: BaseException | None) -> Denied:
     return Denied(Reason.INVALID_REQUEST, "the request is not valid HTTP/1.1", challenge=False)
 
 
-def timeout_answer(rid: str) -> bytes:
-    body = problem_body(
-        408, "Request timeout", "the request head did not arrive in time", "request_timeout"
-    )
+def canned_answer(status: int, phrase: str, detail: str, slug: str) -> bytes:
+    """A complete problem+json answer, written straight to a connection with no request."""
+    body = problem_body(status, phrase, detail, slug)
     head = (
-        "HTTP/1.1 408 Request Timeout\r\n"
+        f"HTTP/1.1 {status} {phrase}\r\n"
         "Content-Type: application/problem+json\r\n"
         f"Content-Length: {len(body)}\r\n"
-        f"X-Request-Id: {rid}\r\n"
+        f"X-Request-Id: {request_id(None)}\r\n"
         "Connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
@@ -51,9 +52,16 @@ class GatewayConnection(RequestHandler):
 
     def __init__(self, manager: GatewayServer, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
-        self._metrics = manager.metrics
+        self._server = manager
         self._header_timeout = header_timeout
         self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if len(self._server.connections) > self._server.max_connections:
+            # Refused before a byte is read: a flood of idle connections cannot starve the
+            # requests already in flight of file descriptors or event-loop time.
+            self._refuse(503, "Service Unavailable", "too many connections", "overloaded")
 
     def data_received(self, data: bytes) -> None:
         idle = not self._request_in_progress and not self._messages
@@ -75,12 +83,19 @@ class GatewayConnection(RequestHandler):
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
-        if self.transport is None or self._request_in_progress:
+        if not self._request_in_progress:
+            self._refuse(
+                408, "Request Timeout", "the request head did not arrive in time", "timeout"
+            )
+
+    def _refuse(self, status: int, phrase: str, detail: str, slug: str) -> None:
+        transport = self.transport
+        if transport is None:
             return
-        self._metrics.answered(UNMATCHED, "OTHER", 408, self._header_timeout)
-        self.transport.write(timeout_answer(request_id(None)))
+        self._server.metrics.answered(UNMATCHED, "OTHER", status, 0.0)
+        transport.write(canned_answer(status, phrase, detail, slug))
         self.force_close()
-        self.transport.close()
+        transport.close()
 
     def handle_error(
         self,
@@ -92,8 +107,9 @@ class GatewayConnection(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("the answer has started; the connection can only be closed")
         rid = request_id(None)
+        metrics = self._server.metrics
         if status >= 500:
-            logs.event("unhandled error", 40, request_id=rid, error=repr(exc))
+            logs.event("unhandled error", logging.ERROR, request_id=rid, error=repr(exc))
             response = plain_problem(
                 status, "Internal error", "the gateway failed", "internal", rid
             )
@@ -101,8 +117,8 @@ class GatewayConnection(RequestHandler):
         else:
             denied = _parser_denial(exc)
             response = problem_response(denied, rid, close=True)
-            self._metrics.denied(UNMATCHED, denied.reason)
-        self._metrics.answered(UNMATCHED, "OTHER", response.status, 0.0)
+            metrics.denied(UNMATCHED, denied.reason)
+        metrics.answered(UNMATCHED, "OTHER", response.status, 0.0)
         return response
 
 
@@ -110,10 +126,17 @@ class GatewayServer(web.Server):
     """aiohttp's low-level server, making `GatewayConnection`s."""
 
     def __init__(
-        self, handler: Any, metrics: Metrics, header_timeout: float, **kwargs: Any
+        self,
+        handler: Any,
+        metrics: Metrics,
+        *,
+        header_timeout: float,
+        max_connections: int,
+        **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self.metrics = metrics
+        self.max_connections = max_connections
         self._header_timeout = header_timeout
 
     def __call__(self) -> RequestHandler:

@@ -31,6 +31,9 @@ issuers:
     algorithms: [RS256, ES256]
 jwks:
   min_refresh_interval: 1
+limits:
+  header_timeout: 1
+  max_connections: 64
 upstreams:
   contacts:
     url: {upstream}

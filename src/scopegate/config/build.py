@@ -100,7 +100,10 @@ def parse_address(text: str) -> Address:
 
 
 def http_url_problem(url: str) -> str | None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f'"{url}" is not a valid URL'
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f'"{url}" is not an absolute http(s) URL'
     return None
@@ -109,11 +112,14 @@ def http_url_problem(url: str) -> str | None:
 def _upstream(b: Builder, path: Path, name: str, value: Any) -> Upstream | None:
     spec = {"url": value} if isinstance(value, str) else value
     url = spec["url"]
-    try:
+    try:  # urlsplit and .port both refuse malformed authorities (bad IPv6 brackets, ports)
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        b.error((*path, "url") if isinstance(value, dict) else path, f'"{url}" has an invalid port')
+        b.error(
+            (*path, "url") if isinstance(value, dict) else path,
+            f'"{url}" is not a valid URL (check the port and any [IPv6] brackets)',
+        )
         return None
     where = (*path, "url") if isinstance(value, dict) else path
     if parts.scheme not in ("http", "https") or not parts.hostname:

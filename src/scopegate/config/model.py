@@ -96,6 +96,7 @@ class Limits:
     max_body_bytes: int = 10_485_760
     header_timeout: float = 10.0
     idle_timeout: float = 75.0
+    max_connections: int = 10_000  # per process; more are answered 503 and closed
 
 
 @dataclass(frozen=True, slots=True)

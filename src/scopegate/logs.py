@@ -6,8 +6,10 @@ fields. The access line never carries the token, only who it names (`sub`, clien
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -39,5 +41,15 @@ def event(message: str, level: int = logging.INFO, **fields: Any) -> None:
 
 
 def access(**fields: Any) -> None:
-    if ACCESS.isEnabledFor(logging.INFO):
-        ACCESS.info("request", extra=fields)
+    """One access line. Written straight to stdout in the same JSON shape as every other line:
+    the logging machinery costs a tenth of a proxied request, and this line is on every one."""
+    if not ACCESS.isEnabledFor(logging.INFO):
+        return
+    line = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "level": "INFO",
+        "logger": ACCESS.name,
+        "message": "request",
+        **fields,
+    }
+    sys.stdout.write(json.dumps(line, default=str) + "\n")

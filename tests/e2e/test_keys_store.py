@@ -243,3 +243,26 @@ def test_keys_are_fetched_over_https_or_from_loopback_only(url: str, allowed: bo
     else:
         with pytest.raises(KeyFetchError):
             check_url(url)
+
+
+async def test_a_cached_token_is_verified_again_once_its_key_left_the_set(
+    session: aiohttp.ClientSession,
+) -> None:
+    """The verdict cache never outlives the key: after a refresh without the key, 401."""
+    from scopegate.devtools.tokens import mint
+    from scopegate.pipeline.verify import TokenVerifier
+
+    async with JwksServer([KEY]) as server:
+        clock = Clock()
+        store = store_for(server, session, clock)
+        verifier = TokenVerifier([store.issuer], {store.issuer.issuer: store})
+        token = mint(KEY, issuer=server.issuer, audience="a")
+        assert (await verifier.verify(token)).subject == "user-1"
+        assert (await verifier.verify(token)).subject == "user-1"  # from the cache
+        server.keys = [generate("RS256", kid="k2")]
+        clock.now += 31
+        assert await store.refresh()
+        with pytest.raises(Denied) as caught:
+            await verifier.verify(token)
+        assert caught.value.reason is Reason.UNKNOWN_KEY
+        await store.close()

@@ -32,6 +32,8 @@ OTHER_KEY = generate("RS256", kid="other-1")
 class StaticKeys:
     """A key source holding fixed keys: the same protocol the JWKS store serves."""
 
+    generation = 0
+
     def __init__(self, *keys: SigningKey) -> None:
         self._keys = {(k.kid, k.alg): jwt.PyJWK(k.public_jwk(), algorithm=k.alg) for k in keys}
 

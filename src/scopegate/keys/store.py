@@ -69,6 +69,7 @@ class JwksStore:
         self.last_error: str | None = None
         self.last_success: float | None = None  # wall-clock time, for the metric
         self.fetches = 0
+        self.generation = 0  # moves on every accepted key set: cached verdicts are re-checked
 
     # -- state -------------------------------------------------------------------------------
 
@@ -148,6 +149,7 @@ class JwksStore:
         lifetime = policy.cache_ttl if max_age is None else max_age
         self._lifetime = min(max(lifetime, policy.min_refresh_interval), policy.cache_ttl)
         self._keys = keys
+        self.generation += 1
         self._unknown.clear()
         self._good_at = self._clock()
         self.last_success = self._wall_clock()

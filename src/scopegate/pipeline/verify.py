@@ -33,6 +33,7 @@ import jwt
 from scopegate.config.model import Issuer
 from scopegate.pipeline import Principal
 from scopegate.pipeline.scopes import granted_scopes
+from scopegate.pipeline.token_cache import VerifiedTokens
 from scopegate.reasons import Denied, Reason
 
 # What the gateway can ever verify: asymmetric signatures only. A shared-secret HMAC would let
@@ -41,12 +42,19 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 
+DEFAULT_CACHE_SIZE = 10_000
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
 class KeySource(Protocol):
-    """Where an issuer's verification keys come from (`keys.store.JwksStore` in the gateway)."""
+    """Where an issuer's verification keys come from (`keys.store.JwksStore` in the gateway).
+
+    `generation` changes whenever the key set may have changed; tokens verified under an older
+    generation are verified again."""
+
+    @property
+    def generation(self) -> int: ...
 
     async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK: ...
 
@@ -152,10 +160,17 @@ _DETAILS = {
 class TokenVerifier:
     """Verifies tokens of the configured issuers, each with its own key source."""
 
-    def __init__(self, issuers: Sequence[Issuer], key_sources: Mapping[str, KeySource]) -> None:
+    def __init__(
+        self,
+        issuers: Sequence[Issuer],
+        key_sources: Mapping[str, KeySource],
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
         self._issuers = {issuer.issuer: issuer for issuer in issuers}
         self._key_sources = dict(key_sources)
         self._decoder = jwt.PyJWT()
+        self._verified = VerifiedTokens(cache_size)
 
     def _issuer_of(self, claims: Mapping[str, Any]) -> Issuer:
         iss = claims.get("iss")
@@ -182,6 +197,22 @@ class TokenVerifier:
             raise Denied(Reason.INVALID_TOKEN_TYPE, f"the token's typ is not {issuer.token_type}")
 
     async def verify(self, token: str, *, audience: str | None = None) -> Principal:
+        """The principal a token proves; a token verified before, still unexpired and under the
+        same key set, is answered from the cache without parsing or verifying it again."""
+        cached = self._verified.get(token, audience, generation=self._generation_of_token(token))
+        if cached is not None:
+            return cached
+        principal, generation = await self._verify(token, audience)
+        self._verified.put(token, audience, principal, generation=generation)
+        return principal
+
+    def _generation_of_token(self, token: str) -> int:
+        # The issuer is unknown until the token is parsed; the sum of every source's generation
+        # moves whenever any of them does, which is all a cache hit needs to know.
+        return sum(source.generation for source in self._key_sources.values())
+
+    async def _verify(self, token: str, audience: str | None) -> tuple[Principal, int]:
+        generation = self._generation_of_token(token)
         header, claims = parse_unverified(token)
         if "crit" in header:
             raise _malformed("the token has critical header extensions this gateway does not know")
@@ -206,4 +237,7 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as error:
             raise _denial_for(error) from None
-        return Principal(verified, granted_scopes(verified, issuer.scope_claims), issuer.issuer)
+        principal = Principal(
+            verified, granted_scopes(verified, issuer.scope_claims), issuer.issuer
+        )
+        return principal, generation

@@ -1,0 +1,60 @@
+"""Verified tokens, remembered so that a client's next request with the same token costs a lookup.
+
+An entry lives until the token's own `exp`, and only while the issuer's key set is the one it
+was verified against: every successful key fetch starts a new generation, so a key removed from
+the JWKS stops vouching for cached tokens at the next refresh. The cache is bounded (least
+recently used entries go first), keyed by the token and the audience it was checked for.
+
+Usage::
+
+    cache = VerifiedTokens(10_000)
+    principal = cache.get(token, audience, generation=store.generation)   # or None
+    cache.put(token, audience, principal, generation=store.generation)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cachetools import LRUCache
+
+from scopegate.pipeline import Principal
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    principal: Principal
+    expires_at: float
+    generation: int
+
+
+class VerifiedTokens:
+    def __init__(self, size: int, *, clock: Callable[[], float] = time.time) -> None:
+        self._entries: LRUCache[tuple[str, str | None], _Entry] | None = (
+            LRUCache(maxsize=size) if size > 0 else None
+        )
+        self._clock = clock
+
+    def get(self, token: str, audience: str | None, *, generation: int) -> Principal | None:
+        if self._entries is None:
+            return None
+        entry = self._entries.get((token, audience))
+        if entry is None:
+            return None
+        if entry.generation != generation or entry.expires_at <= self._clock():
+            del self._entries[(token, audience)]
+            return None
+        return entry.principal
+
+    def put(
+        self, token: str, audience: str | None, principal: Principal, *, generation: int
+    ) -> None:
+        exp = principal.claims.get("exp")
+        if self._entries is None or not isinstance(exp, int | float) or isinstance(exp, bool):
+            return  # a token without exp is checked every time
+        self._entries[(token, audience)] = _Entry(principal, float(exp), generation)
+
+    def __len__(self) -> int:
+        return 0 if self._entries is None else len(self._entries)

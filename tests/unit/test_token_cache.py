@@ -1,0 +1,66 @@
+"""The verified-token cache: a hit until `exp`, and only under the same key-set generation."""
+
+from __future__ import annotations
+
+from scopegate.pipeline import Principal
+from scopegate.pipeline.token_cache import VerifiedTokens
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def principal(exp: object = 1100) -> Principal:
+    return Principal({"sub": "u", "exp": exp}, frozenset({"read"}), "https://id.example.com/")
+
+
+def test_a_verified_token_is_remembered_until_its_exp() -> None:
+    clock = Clock()
+    cache = VerifiedTokens(10, clock=clock)
+    cache.put("t", None, principal(), generation=1)
+    assert cache.get("t", None, generation=1) == principal()
+    clock.now = 1100
+    assert cache.get("t", None, generation=1) is None
+    assert len(cache) == 0
+
+
+def test_a_new_key_set_generation_forgets_every_verdict() -> None:
+    cache = VerifiedTokens(10, clock=Clock())
+    cache.put("t", None, principal(), generation=1)
+    assert cache.get("t", None, generation=2) is None
+    assert cache.get("t", None, generation=1) is None  # the stale entry was dropped
+
+
+def test_the_audience_is_part_of_the_key() -> None:
+    cache = VerifiedTokens(10, clock=Clock())
+    cache.put("t", "https://a", principal(), generation=1)
+    assert cache.get("t", "https://b", generation=1) is None
+    assert cache.get("t", None, generation=1) is None
+
+
+def test_tokens_without_a_numeric_exp_are_never_cached() -> None:
+    cache = VerifiedTokens(10, clock=Clock())
+    for exp in (None, "1100", True):
+        cache.put("t", None, principal(exp), generation=1)
+    assert len(cache) == 0
+
+
+def test_the_cache_is_bounded_least_recently_used_first() -> None:
+    cache = VerifiedTokens(3, clock=Clock())
+    for token in "abc":
+        cache.put(token, None, principal(), generation=1)
+    assert cache.get("a", None, generation=1) is not None  # "b" is now the least recent
+    cache.put("d", None, principal(), generation=1)
+    assert len(cache) == 3
+    assert cache.get("b", None, generation=1) is None
+    assert cache.get("a", None, generation=1) is not None
+
+
+def test_size_zero_disables_the_cache() -> None:
+    cache = VerifiedTokens(0, clock=Clock())
+    cache.put("t", None, principal(), generation=1)
+    assert cache.get("t", None, generation=1) is None

@@ -82,7 +82,9 @@ class Runtime:
         return cls(
             config=config,
             routes=compiled.table,
-            verifier=TokenVerifier(config.issuers, stores),
+            verifier=TokenVerifier(
+                config.issuers, stores, cache_size=config.limits.token_cache_size
+            ),
             key_stores=stores,
             headers=HeaderPolicy(config.forward),
             fresh_stores=tuple(fresh),

@@ -97,6 +97,7 @@ class Limits:
     header_timeout: float = 10.0
     idle_timeout: float = 75.0
     max_connections: int = 10_000  # per process; more are answered 503 and closed
+    token_cache_size: int = 10_000  # verified tokens remembered until exp; 0 turns it off
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,9 +93,13 @@ class Sample:
     requests: int
 
 
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+def _ms(output: str, percentile: str) -> float:
+    """A latency percentile of wrk's --latency table, in milliseconds (NaN if wrk gave none)."""
+    match = re.search(rf"{percentile}%\s+([\d.]+)(us|ms|s|m)\b", output)
+    if match is None:
+        return float("nan")
+    value, unit = match.groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def run_wrk(url: str, pid: int, seconds: int, connections: int, script: Path | None,
@@ -116,8 +120,8 @@ def run_wrk(url: str, pid: int, seconds: int, connections: int, script: Path | N
     return Sample(
         rps=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
         cpu_us=used / max(requests, 1) * 1e6,
-        p50_ms=_ms(re.search(r"50%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
-        p99_ms=_ms(re.search(r"99%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
+        p50_ms=_ms(output, "50"),
+        p99_ms=_ms(output, "99"),
         rss_mib=rss_mib(pid),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         requests=requests,
@@ -301,10 +305,26 @@ def _measure(scenario: Scenario, tmp: Path, issuer: str, up_port: int, upstream_
         )
         sample = run_wrk(f"http://127.0.0.1:{port}{scenario.path}", server.pid, args.seconds,
                          args.connections, script, headers)  # fmt: skip
-    wrong = sample.requests - sample.non_2xx if scenario.expect_denied else sample.non_2xx
-    if wrong:
-        raise RuntimeError(f"{scenario.name}: {wrong} answers with an unexpected status")
+        wrong = sample.requests - sample.non_2xx if scenario.expect_denied else sample.non_2xx
+        if wrong:
+            raise RuntimeError(
+                f"{scenario.name}: {wrong} answers with an unexpected status; one of them: "
+                + _probe(f"http://127.0.0.1:{port}{scenario.path}", headers)
+            )
     return sample
+
+
+def _probe(url: str, headers: dict[str, str]) -> str:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=5
+        ) as answer:
+            return f"{answer.status} {answer.read()[:300]!r}"
+    except urllib.error.HTTPError as error:
+        return f"{error.code} {error.read()[:300]!r}"
 
 
 def render(results: dict[str, list[Sample]], args: argparse.Namespace) -> str:

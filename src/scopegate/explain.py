@@ -67,13 +67,20 @@ def _summary(config: Config) -> str:
     )
 
 
-def run_check(path: Path, out: TextIO, err: TextIO) -> int:
-    """Validate `path`; print the table and warnings (exit 0) or every error (exit 1)."""
+def _load_or_report(path: Path, err: TextIO) -> Config | None:
+    """The configuration, or None after printing every error as FILE:LINE:COL: message."""
     try:
-        config = load_config(path)
+        return load_config(path)
     except ConfigErrors as errors:
         for error in errors.errors:
             print(error, file=err)
+        return None
+
+
+def run_check(path: Path, out: TextIO, err: TextIO) -> int:
+    """Validate `path`; print the table and warnings (exit 0) or every error (exit 1)."""
+    config = _load_or_report(path, err)
+    if config is None:
         return 1
     compiled = compile_routes(config.routes)
     if compiled.errors:
@@ -172,11 +179,8 @@ def run_explain(
     err: TextIO,
 ) -> int:
     """Exit 0 when the request would be allowed, 1 when denied, 2 when the file is invalid."""
-    try:
-        config = load_config(path)
-    except ConfigErrors as errors:
-        for error in errors.errors:
-            print(error, file=err)
+    config = _load_or_report(path, err)
+    if config is None:
         return 2
     verdict = asyncio.run(explain(config, method.upper(), target, token=token, scopes=scopes))
     print("\n".join(verdict.lines), file=out)

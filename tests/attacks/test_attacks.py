@@ -89,3 +89,19 @@ async def test_connections_past_the_limit_are_refused_and_the_rest_still_served(
         env.port, b"GET /public/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
     )
     assert served.status == 200
+
+
+async def test_a_slow_body_on_a_denied_request_is_answered_at_once(env: Env) -> None:
+    """The token is checked before the body is read: a client trickling a body it has no right
+    to send gets its 401 without the gateway waiting for a single body byte."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+    started = time.monotonic()
+    try:
+        writer.write(b"POST /contacts HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nx")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 401 ")
+    assert time.monotonic() - started < 1
+    assert env.upstream.received == []

@@ -155,19 +155,25 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def base_config(jwks: JwksServer, upstream: RecordingUpstream, template: str = BASE_CONFIG,
+                **extra: str) -> str:  # fmt: skip
+    """The shared test configuration, pointed at this test's JWKS server and upstream."""
+    return template.format(
+        issuer=jwks.issuer,
+        jwks_uri=jwks.jwks_uri,
+        audience=AUDIENCE,
+        upstream=upstream.url,
+        closed_port=closed_port(),
+        **extra,
+    )
+
+
 @asynccontextmanager
 async def gateway_env(config_template: str = BASE_CONFIG, **extra: str) -> AsyncIterator[Env]:
     rsa = generate("RS256")
     ec = generate("ES256")
     async with RecordingUpstream() as upstream, JwksServer([rsa, ec]) as jwks:
-        text = config_template.format(
-            issuer=jwks.issuer,
-            jwks_uri=jwks.jwks_uri,
-            audience=AUDIENCE,
-            upstream=upstream.url,
-            closed_port=closed_port(),
-            **extra,
-        )
+        text = base_config(jwks, upstream, config_template, **extra)
         config = load_config_text(text, "gateway.yaml")
         registry = CollectorRegistry()
         async with (

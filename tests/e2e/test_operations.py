@@ -11,7 +11,7 @@ from scopegate.app import RunningGateway
 from scopegate.config.load import load_config_text
 from scopegate.devtools.keys import generate
 from scopegate.devtools.tokens import mint
-from tests.e2e.conftest import AUDIENCE, BASE_CONFIG, Env, closed_port
+from tests.e2e.conftest import AUDIENCE, Env, base_config
 from tests.support.jwks_server import JwksServer
 from tests.support.rawhttp import exchange, request_bytes
 from tests.support.upstream import RecordingUpstream
@@ -23,10 +23,7 @@ async def test_an_issuer_down_at_start_gives_503_then_recovers() -> None:
     key = generate("RS256")
     async with RecordingUpstream() as upstream, JwksServer([key]) as jwks:
         jwks.mode = "down"
-        text = BASE_CONFIG.format(
-            issuer=jwks.issuer, jwks_uri=jwks.jwks_uri, audience=AUDIENCE,
-            upstream=upstream.url, closed_port=closed_port(),
-        )  # fmt: skip
+        text = base_config(jwks, upstream)
         config = load_config_text(text, "gateway.yaml")
         registry = CollectorRegistry()
         async with RunningGateway.start(config, registry=registry, shutdown_grace=1) as gateway:

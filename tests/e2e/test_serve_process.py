@@ -14,7 +14,7 @@ import pytest
 
 from scopegate.devtools.keys import SigningKey, generate
 from scopegate.devtools.tokens import mint
-from tests.e2e.conftest import AUDIENCE, BASE_CONFIG, closed_port
+from tests.e2e.conftest import AUDIENCE, base_config
 from tests.support.jwks_server import JwksServer
 from tests.support.process import serve
 from tests.support.upstream import RecordingUpstream
@@ -34,13 +34,7 @@ class World:
 async def _world(tmp_path: Path) -> AsyncIterator[World]:
     key = generate("RS256")
     async with RecordingUpstream() as upstream, JwksServer([key]) as jwks:
-        text = BASE_CONFIG.format(
-            issuer=jwks.issuer,
-            jwks_uri=jwks.jwks_uri,
-            audience=AUDIENCE,
-            upstream=upstream.url,
-            closed_port=closed_port(),
-        )
+        text = base_config(jwks, upstream)
         path = tmp_path / "scopegate.yaml"
         path.write_text(text)
         yield World(path, upstream, jwks, key)

@@ -15,7 +15,7 @@ import pytest
 
 from scopegate.devtools.keys import SigningKey, generate
 from scopegate.devtools.tokens import mint
-from tests.e2e.conftest import AUDIENCE, BASE_CONFIG, closed_port
+from tests.e2e.conftest import AUDIENCE, base_config, closed_port
 from tests.support.jwks_server import JwksServer
 from tests.support.process import Served, serve
 from tests.support.tools import require_tool
@@ -40,10 +40,7 @@ async def _setup(tmp_path: Path) -> AsyncIterator[Setup]:
     async with RecordingUpstream() as upstream, JwksServer([key]) as jwks:
         path = tmp_path / "scopegate.yaml"
         path.write_text(
-            BASE_CONFIG.format(
-                issuer=jwks.issuer, jwks_uri=jwks.jwks_uri, audience=AUDIENCE,
-                upstream=upstream.url, closed_port=closed_port(),
-            )
+            base_config(jwks, upstream)
         )  # fmt: skip
         yield Setup(path, upstream, jwks, key)
 

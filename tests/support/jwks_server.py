@@ -1,13 +1,27 @@
 """A real identity provider's key endpoints on 127.0.0.1: OIDC discovery and a JWK Set, which a
-test can rotate, slow down, break, or count.
+test can rotate, slow down, break, stop, or count.
 
 Usage::
 
-    async with JwksServer([key]) as server:
-        server.issuer, server.jwks_uri          # http://127.0.0.1:PORT/ and .../jwks.json
-        server.keys = [key, new_key]            # rotation
-        server.mode = "down"                    # 503; also "garbage", "empty", "huge", "slow"
-        server.count("/jwks.json")              # requests served so far
+    async with JwksServer([key], cache_control="max-age=60") as server:
+        Issuer(server.issuer, jwks_uri=server.jwks_uri)  # or jwks_uri=None to go through discovery
+        server.keys = [key, new_key]       # rotation: the next fetch sees both
+        server.delay = 2.0                 # every answer waits this long first
+        server.mode = "down"               # 503 from both paths; also "garbage" (HTML), "empty"
+                                           # ({"keys": []}) and "huge" (2 MiB, chunked, no length)
+        server.document = {"keys": [...]}  # serve exactly this JWK Set (hand-made keys)
+        server.body = b"[[[["              # or exactly these bytes
+        server.discovery = {"jwks_uri": "http://10.0.0.1/k"}   # override discovery members
+        await server.stop()                # connection refused, until
+        await server.start()               # the same port answers again
+        server.count("/jwks.json")         # requests served so far, per path
+
+As a pytest fixture::
+
+    @pytest.fixture(name="jwks")
+    async def _jwks() -> AsyncIterator[JwksServer]:
+        async with JwksServer([KEY]) as server:
+            yield server
 """
 
 from __future__ import annotations
@@ -16,13 +30,17 @@ import asyncio
 import json
 from collections import Counter
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
 from scopegate.devtools.keys import SigningKey, jwks
 
-Mode = Literal["ok", "down", "garbage", "empty", "huge", "slow"]
+Mode = Literal["ok", "down", "garbage", "empty", "huge"]
+
+DISCOVERY_PATH = "/.well-known/openid-configuration"
+JWKS_PATH = "/jwks.json"
+HUGE_BYTES = 2 << 20
 
 
 class JwksServer:
@@ -30,11 +48,13 @@ class JwksServer:
         self.keys = list(keys)
         self.cache_control = cache_control
         self.mode: Mode = "ok"
-        self.delay = 0.0  # seconds, in "slow" mode
+        self.delay = 0.0
+        self.document: dict[str, Any] | None = None
+        self.body: bytes | None = None
+        self.discovery: dict[str, Any] = {}
         self.requests: Counter[str] = Counter()
-        self.issuer_override: str | None = None
-        self._runner: web.AppRunner | None = None
         self.port = 0
+        self._runner: web.AppRunner | None = None
 
     @property
     def issuer(self) -> str:
@@ -42,45 +62,66 @@ class JwksServer:
 
     @property
     def jwks_uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}/jwks.json"
+        return f"http://127.0.0.1:{self.port}{JWKS_PATH}"
 
-    def count(self, path: str = "/jwks.json") -> int:
+    def count(self, path: str = JWKS_PATH) -> int:
         return self.requests[path]
 
-    async def _discovery(self, request: web.Request) -> web.Response:
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         self.requests[request.path] += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.mode == "down":
-            return web.Response(status=503)
-        document = {"issuer": self.issuer_override or self.issuer, "jwks_uri": self.jwks_uri}
-        return web.json_response(document)
+            return web.Response(status=503, text="provider down")
+        if request.path == DISCOVERY_PATH:
+            return web.json_response(
+                {"issuer": self.issuer, "jwks_uri": self.jwks_uri, **self.discovery}
+            )
+        if self.mode == "huge":
+            return await self._huge(request)
+        return self._key_set()
 
-    async def _jwks(self, request: web.Request) -> web.Response:
-        self.requests[request.path] += 1
-        headers = {"Cache-Control": self.cache_control} if self.cache_control else {}
-        if self.mode == "down":
-            return web.Response(status=503)
+    async def _huge(self, request: web.Request) -> web.StreamResponse:
+        # Chunked, so that no Content-Length warns the client: only counting while reading helps.
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b'{"keys": [], "pad": "')
+        for _ in range(HUGE_BYTES // 65536):
+            await response.write(b"x" * 65536)
+        await response.write(b'"}')
+        return response
+
+    def _key_set(self) -> web.Response:
         if self.mode == "garbage":
             return web.Response(body=b"<html>not json</html>", content_type="text/html")
-        if self.mode == "empty":
-            return web.json_response({"keys": []})
-        if self.mode == "huge":
-            return web.Response(
-                body=b"{" + b" " * (2 << 20) + b"}", content_type="application/json"
-            )
-        if self.mode == "slow":
-            await asyncio.sleep(self.delay)
-        body = json.dumps(jwks(*self.keys)).encode()
-        return web.Response(body=body, content_type="application/json", headers=headers)
+        if self.body is not None:
+            return web.Response(body=self.body, content_type="application/json")
+        document = {"keys": []} if self.mode == "empty" else self.document or jwks(*self.keys)
+        headers = {"Cache-Control": self.cache_control} if self.cache_control else {}
+        return web.Response(
+            body=json.dumps(document).encode(), content_type="application/json", headers=headers
+        )
 
-    async def __aenter__(self) -> JwksServer:
+    async def start(self) -> None:
+        """Serve on 127.0.0.1: a free port the first time, the same one after `stop()`."""
         app = web.Application()
-        app.router.add_get("/.well-known/openid-configuration", self._discovery)
-        app.router.add_get("/jwks.json", self._jwks)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        app.router.add_get(DISCOVERY_PATH, self._answer)
+        app.router.add_get(JWKS_PATH, self._answer)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Close the port: fetches now fail with connection refused."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> JwksServer:
+        await self.start()
         return self
 
     async def __aexit__(
@@ -89,5 +130,4 @@ class JwksServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.stop()

@@ -99,7 +99,6 @@ Case = Callable[[], str]
 DUPLICATE_HEADER = (
     b64(b'{"alg":"RS256","alg":"none"}') + "." + b64(json.dumps(claims()).encode()) + ".x"
 )
-NOW = int(time.time())
 
 REFUSED: list[Any] = [
     pytest.param(lambda: "abc", Reason.MALFORMED_TOKEN, id="one part"),
@@ -133,14 +132,28 @@ REFUSED: list[Any] = [
     pytest.param(lambda: token(generate("RS256", kid="evil"), headers={"x5u": "https://evil.example/c"}),
                  Reason.UNKNOWN_KEY, id="x5u header is never used"),
     pytest.param(lambda: token(headers={"crit": ["exp"]}), Reason.MALFORMED_TOKEN, id="crit header"),
+    pytest.param(lambda: token(generate("RS256", kid="evil"), headers={"x5c": ["MIIBIjANBgkq"]}),
+                 Reason.UNKNOWN_KEY, id="x5c header is never used"),
+    pytest.param(lambda: forge({"alg": "RS256", "kid": 7}, claims()), Reason.MALFORMED_TOKEN, id="kid as a number"),
+    pytest.param(lambda: forge({"alg": "RS256", "kid": None}, claims()), Reason.MALFORMED_TOKEN, id="kid null is not an absent kid"),
+    pytest.param(lambda: forge({"alg": ["RS256"]}, claims()), Reason.DISALLOWED_ALG, id="alg as an array"),
+    pytest.param(lambda: forge({"alg": "none"}, claims(exp="soon"), b""), Reason.DISALLOWED_ALG, id="alg is checked before claim types"),
+    pytest.param(lambda: forge({"alg": "HS256", "crit": ["b64"]}, claims()), Reason.DISALLOWED_ALG, id="alg is checked before crit"),
+    pytest.param(lambda: token(issuer="https://evil.example.com/", extra_claims={"exp": "x"}), Reason.INVALID_ISSUER, id="iss is checked before claim types"),
+    pytest.param(lambda: b64(json.dumps({"alg": "RS256"}).encode("utf-16")) + "." + b64(json.dumps(claims()).encode()) + ".x",
+                 Reason.MALFORMED_TOKEN, id="header in UTF-16 is not UTF-8 JSON"),
+    pytest.param(lambda: forge({"alg": "RS256"}, f'{{"iss": "{ISSUER}", "exp": 1e999}}'), Reason.MALFORMED_TOKEN, id="exp overflowing to infinity"),
+    pytest.param(lambda: token(extra_claims={"exp": 10**400}), Reason.MALFORMED_TOKEN, id="exp too large for any date"),
     pytest.param(lambda: token(issuer="https://evil.example.com/"), Reason.INVALID_ISSUER, id="unknown issuer"),
+    pytest.param(lambda: token(issuer=ISSUER.rstrip("/")), Reason.INVALID_ISSUER, id="issuer without its trailing slash"),
+    pytest.param(lambda: forge({"alg": "RS256", "kid": "rsa-1"}, claims(iss=[ISSUER])), Reason.INVALID_ISSUER, id="iss as an array"),
     pytest.param(lambda: token(issuer=OTHER), Reason.UNKNOWN_KEY, id="another configured issuer's name with this issuer's key"),
     pytest.param(lambda: token(extra_claims={"iss": None}), Reason.INVALID_ISSUER, id="no iss"),
     pytest.param(lambda: token(lifetime=-120), Reason.EXPIRED_TOKEN, id="expired beyond leeway"),
-    pytest.param(lambda: token(extra_claims={"nbf": NOW + 600}), Reason.NOT_YET_VALID, id="not yet valid"),
-    pytest.param(lambda: token(extra_claims={"iat": NOW + 600}), Reason.NOT_YET_VALID, id="issued in the future"),
+    pytest.param(lambda: token(extra_claims={"nbf": int(time.time()) + 600}), Reason.NOT_YET_VALID, id="not yet valid"),
+    pytest.param(lambda: token(extra_claims={"iat": int(time.time()) + 600}), Reason.NOT_YET_VALID, id="issued in the future"),
     pytest.param(lambda: token(extra_claims={"exp": None}), Reason.MISSING_CLAIM, id="no exp"),
-    pytest.param(lambda: token(extra_claims={"exp": str(NOW + 300)}), Reason.MALFORMED_TOKEN, id="exp as a string"),
+    pytest.param(lambda: token(extra_claims={"exp": str(int(time.time()) + 300)}), Reason.MALFORMED_TOKEN, id="exp as a string"),
     pytest.param(lambda: token(extra_claims={"exp": True}), Reason.MALFORMED_TOKEN, id="exp as a boolean"),
     pytest.param(lambda: token(extra_claims={"aud": 7}), Reason.MALFORMED_TOKEN, id="aud as a number"),
     pytest.param(lambda: token(extra_claims={"aud": [AUDIENCE, 7]}), Reason.MALFORMED_TOKEN, id="aud array with a number"),
@@ -169,8 +182,28 @@ async def test_valid_tokens_give_their_claims_and_scopes(key: SigningKey) -> Non
     assert principal.scopes == {"read", "write"}
 
 
-async def test_leeway_accepts_a_token_expired_moments_ago() -> None:
-    await verifier(leeway=30).verify(token(lifetime=-10))
+@pytest.mark.parametrize(
+    ("extra", "leeway", "reason"),
+    [
+        pytest.param({"exp": -10}, 30, None, id="expired 10 s ago, within 30 s of leeway"),
+        pytest.param({"exp": -10}, 0, Reason.EXPIRED_TOKEN, id="expired 10 s ago, no leeway"),
+        pytest.param({"nbf": +20}, 30, None, id="nbf 20 s ahead, within 30 s of leeway"),
+        pytest.param({"nbf": +20}, 0, Reason.NOT_YET_VALID, id="nbf 20 s ahead, no leeway"),
+        pytest.param({"iat": +20}, 30, None, id="iat 20 s ahead, within 30 s of leeway"),
+        pytest.param({"nbf": -5.5, "exp": +5.5}, 0, None, id="fractional dates are numbers too"),
+    ],
+)
+async def test_leeway_is_honoured_for_every_time_claim(
+    extra: dict[str, float], leeway: float, reason: Reason | None
+) -> None:
+    """Times in the table are seconds from now."""
+    made = token(extra_claims={name: time.time() + offset for name, offset in extra.items()})
+    if reason is None:
+        await verifier(leeway=leeway).verify(made)
+        return
+    with pytest.raises(Denied) as caught:
+        await verifier(leeway=leeway).verify(made)
+    assert caught.value.reason is reason
 
 
 async def test_audience_array_containing_ours_is_accepted() -> None:
@@ -242,3 +275,83 @@ async def test_flipping_any_byte_of_a_valid_token_never_allows_it(
     pieces[part] = b64(bytes(raw))
     with pytest.raises(Denied):
         await verifier().verify(".".join(pieces))
+
+
+class MisboundKeys:
+    """A faulty key source that answers every request with the RSA key bound to RS256."""
+
+    generation = 0
+
+    async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
+        return jwt.PyJWK(RSA.public_jwk(), algorithm="RS256")
+
+
+async def test_a_key_bound_to_another_algorithm_is_never_used() -> None:
+    """Defence in depth: even if a key source erred, PyJWT's algorithm binding holds."""
+    issuer = Issuer(ISSUER, audiences=(AUDIENCE,), algorithms=("RS256", "PS256"))
+    confused = TokenVerifier([issuer], {ISSUER: MisboundKeys()})
+    with pytest.raises(Denied) as caught:
+        await confused.verify(token(SigningKey("rsa-1", "PS256", RSA.private_key)))
+    assert caught.value.reason is Reason.DISALLOWED_ALG
+
+
+class CountingKeys(StaticKeys):
+    def __init__(self, *keys: SigningKey) -> None:
+        super().__init__(*keys)
+        self.lookups = 0
+
+    async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
+        self.lookups += 1
+        return await super().key_for(kid, alg)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: token(issuer="https://evil.example.com/"), id="unknown issuer"),
+        pytest.param(lambda: forge({"alg": "none"}, claims(), b""), id="alg none"),
+        pytest.param(lambda: token(headers={"crit": ["exp"]}), id="crit header"),
+        pytest.param(lambda: token(extra_claims={"exp": "later"}), id="exp as a string"),
+        pytest.param(lambda: token(headers={"typ": "JWT"}), id="wrong typ"),
+    ],
+)
+async def test_tokens_failing_early_checks_never_reach_the_key_source(make: Case) -> None:
+    keys = CountingKeys(RSA)
+    issuer = Issuer(ISSUER, audiences=(AUDIENCE,), token_type="at+jwt")
+    with pytest.raises(Denied):
+        await TokenVerifier([issuer], {ISSUER: keys}).verify(make())
+    assert keys.lookups == 0
+
+
+async def test_a_key_source_denial_is_passed_on_unchanged() -> None:
+    class Unavailable(StaticKeys):
+        async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
+            raise Denied(Reason.ISSUER_UNAVAILABLE, "down", retry_after=30, challenge=False)
+
+    issuer = Issuer(ISSUER, audiences=(AUDIENCE,))
+    with pytest.raises(Denied) as caught:
+        await TokenVerifier([issuer], {ISSUER: Unavailable()}).verify(token())
+    assert (caught.value.reason, caught.value.retry_after) == (Reason.ISSUER_UNAVAILABLE, 30)
+
+
+async def test_a_verdict_is_reused_only_under_the_same_key_set_and_audience() -> None:
+    keys = CountingKeys(RSA)
+    issuer = Issuer(ISSUER, audiences=(AUDIENCE, "https://b.example"))
+    checker = TokenVerifier([issuer], {ISSUER: keys})
+    made = token()
+    await checker.verify(made)
+    await checker.verify(made)
+    assert keys.lookups == 1
+    with pytest.raises(Denied) as caught:
+        await checker.verify(
+            made, audience="https://b.example"
+        )  # the verdict was for the issuer's audiences
+    assert caught.value.reason is Reason.INVALID_AUDIENCE
+    keys.generation += 1  # the key set changed: the verdict is checked again
+    await checker.verify(made)
+    assert keys.lookups == 3
+
+
+async def test_without_configured_audiences_aud_is_not_compared() -> None:
+    issuer = Issuer(ISSUER, audiences=())
+    await TokenVerifier([issuer], {ISSUER: StaticKeys(RSA)}).verify(token(audience="anything"))

@@ -5,10 +5,13 @@ Usage::
     key = generate("ES256")
     jwks(key)            # {"keys": [{"kty": "EC", "kid": ..., "alg": "ES256", "use": "sig", ...}]}
     key.private_pem()    # to hand to `scopegate token --key`
+    load_pem("dev.pem")  # the same key again; its kid is the RFC 7638 thumbprint
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass
@@ -21,15 +24,24 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
-_CURVES: dict[str, ec.EllipticCurve] = {
-    "ES256": ec.SECP256R1(),
-    "ES384": ec.SECP384R1(),
-    "ES512": ec.SECP521R1(),
+_RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+_CURVES: dict[str, type[ec.EllipticCurve]] = {
+    "ES256": ec.SECP256R1,
+    "ES384": ec.SECP384R1,
+    "ES512": ec.SECP521R1,
+}
+# Members RFC 7638 §3.2 hashes, per key type.
+_THUMBPRINT_MEMBERS = {
+    "RSA": ("e", "kty", "n"),
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
 }
 
 
 @dataclass(frozen=True)
 class SigningKey:
+    """A private key, the algorithm it signs with, and the `kid` its tokens carry."""
+
     kid: str
     alg: str
     private_key: PrivateKey
@@ -37,11 +49,11 @@ class SigningKey:
     def public_jwk(self) -> dict[str, Any]:
         public = self.private_key.public_key()
         if isinstance(public, rsa.RSAPublicKey):
-            jwk = json.loads(RSAAlgorithm.to_jwk(public))
+            jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
         elif isinstance(public, ec.EllipticCurvePublicKey):
-            jwk = json.loads(ECAlgorithm.to_jwk(public))
+            jwk = ECAlgorithm.to_jwk(public, as_dict=True)
         else:
-            jwk = json.loads(OKPAlgorithm.to_jwk(public))
+            jwk = OKPAlgorithm.to_jwk(public, as_dict=True)
         return {**jwk, "kid": self.kid, "alg": self.alg, "use": "sig"}
 
     def private_pem(self) -> bytes:
@@ -52,14 +64,22 @@ class SigningKey:
         )
 
 
+def _fits(private_key: PrivateKey, alg: str) -> bool:
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        return alg in _RSA_ALGORITHMS
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        return alg in _CURVES and isinstance(private_key.curve, _CURVES[alg])
+    return alg == "EdDSA"
+
+
 def _new_private_key(alg: str) -> PrivateKey:
-    if alg[:2] in ("RS", "PS"):
+    if alg in _RSA_ALGORITHMS:
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if alg in _CURVES:
-        return ec.generate_private_key(_CURVES[alg])
+        return ec.generate_private_key(_CURVES[alg]())
     if alg == "EdDSA":
         return ed25519.Ed25519PrivateKey.generate()
-    raise ValueError(f"no key type for algorithm {alg!r}")
+    raise ValueError(f"no asymmetric key type for algorithm {alg!r}")
 
 
 def generate(alg: str = "RS256", kid: str | None = None) -> SigningKey:
@@ -71,36 +91,33 @@ def _default_alg(private_key: PrivateKey) -> str:
     if isinstance(private_key, rsa.RSAPrivateKey):
         return "RS256"
     if isinstance(private_key, ec.EllipticCurvePrivateKey):
-        sizes = {256: "ES256", 384: "ES384", 521: "ES512"}
-        return sizes[private_key.curve.key_size]
+        for alg, curve in _CURVES.items():
+            if isinstance(private_key.curve, curve):
+                return alg
+        raise ValueError(f"no JWS algorithm for the {private_key.curve.name} curve")
     return "EdDSA"
 
 
 def load_pem(path: Path | str, kid: str | None = None, alg: str | None = None) -> SigningKey:
-    """A private key from a PEM file; `kid` defaults to the key's RFC 7638 thumbprint."""
+    """An unencrypted PKCS#8 or traditional PEM private key. `alg` defaults to the key type's
+    usual one (RS256, ES256/384/512 by curve, EdDSA); `kid` to the RFC 7638 thumbprint."""
     loaded = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     if not isinstance(
         loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
     ):
         raise ValueError(f"{path}: not an RSA, EC or Ed25519 private key")
-    chosen_alg = alg or _default_alg(loaded)
-    key = SigningKey(kid or "", chosen_alg, loaded)
-    return key if kid else SigningKey(thumbprint(key.public_jwk()), chosen_alg, loaded)
+    chosen = alg or _default_alg(loaded)
+    if not _fits(loaded, chosen):
+        raise ValueError(f"{path}: this key cannot sign {chosen}")
+    key = SigningKey(kid or "", chosen, loaded)
+    return key if kid else SigningKey(thumbprint(key.public_jwk()), chosen, loaded)
 
 
 def thumbprint(jwk: dict[str, Any]) -> str:
     """RFC 7638 JWK thumbprint (SHA-256, base64url)."""
-    import base64
-    import hashlib
-
-    required = {
-        "RSA": ("e", "kty", "n"),
-        "EC": ("crv", "kty", "x", "y"),
-        "OKP": ("crv", "kty", "x"),
-    }
-    members = {name: jwk[name] for name in required[jwk["kty"]]}
-    digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode())
-    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+    members = {name: jwk[name] for name in _THUMBPRINT_MEMBERS[jwk["kty"]]}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
 
 
 def jwks(*keys: SigningKey) -> dict[str, Any]:

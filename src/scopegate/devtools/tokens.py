@@ -32,7 +32,8 @@ def mint(
 ) -> str:
     """A token signed by `key`; `scopes` go space-separated into `scope_claim` (None: no claim).
 
-    `extra_claims` are applied last, so they can replace or (with value None) drop any claim.
+    `extra_claims` are applied last, so they can replace or (with value None) drop any claim;
+    `headers` likewise over `{"kid": key.kid}` and PyJWT's `{"typ": "JWT"}`.
     """
     issued = int(time.time()) if now is None else now
     claims: dict[str, Any] = {
@@ -50,4 +51,6 @@ def mint(
         else:
             claims[name] = value
     header = {"kid": key.kid, **(headers or {})}
+    # None drops a member; PyJWT itself drops `typ` (its default "JWT") only when given None.
+    header = {name: value for name, value in header.items() if value is not None or name == "typ"}
     return jwt.encode(claims, key.private_key, algorithm=key.alg, headers=header)

@@ -1,11 +1,13 @@
 """One issuer's signing keys, kept so that the identity provider can never cause an outage.
 
 - **Warm-up**: `start()` fetches at once in the background; `ready` turns true on first success.
-- **Refresh**: in the background before the keys expire; the lifetime is the provider's
-  `Cache-Control: max-age` clamped to `[min_refresh_interval, cache_ttl]`.
+  Failed attempts are retried after 1, 2, 4 … seconds, at most `min_refresh_interval` apart.
+- **Refresh**: in the background when 80 % of the keys' lifetime has passed; the lifetime is the
+  provider's `Cache-Control: max-age` clamped to `[min_refresh_interval, cache_ttl]`.
 - **Unknown `kid`**: at most one fetch per `min_refresh_interval`, single-flight: every request
   waiting on a new key shares one fetch. A `kid` still unknown afterwards is remembered until
   the next successful fetch, so a flood of random `kid`s costs the provider nothing.
+- **Known `kid`, other algorithm**: `disallowed_alg` at once: the key exists, the token misuses it.
 - **Stale-if-error**: a failed fetch never replaces a good key set; known keys are used for up to
   `max_stale` after their last successful fetch. Only then (or before any key was ever fetched)
   are requests answered 503 `issuer_unavailable`, with `Retry-After`.
@@ -13,6 +15,7 @@
 Usage::
 
     store = JwksStore(issuer, config.jwks, session, on_fetch=metrics_hook)
+    store.carry_over_from(previous_store)       # on reload: keep keys fetched the same way
     await store.start()
     key = await store.key_for(kid, "RS256")     # jwt.PyJWK, or raises Denied
     await store.close()
@@ -25,13 +28,13 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import aiohttp
 import jwt
 
 from scopegate.config.model import Issuer, JwksPolicy
-from scopegate.keys.fetch import KeyFetchError, KeyId, discover_jwks_uri, fetch_jwks
+from scopegate.keys.fetch import FetchedKeySet, KeyFetchError, discover_jwks_uri, fetch_jwks
 from scopegate.reasons import Denied, Reason
 
 LOG = logging.getLogger("scopegate.keys")
@@ -39,6 +42,11 @@ REFRESH_AHEAD = 0.8  # refresh when 80 % of a key set's lifetime has passed
 MAX_REMEMBERED_UNKNOWN = 10_000  # bounds memory under a random-kid flood
 
 FetchHook = Callable[[str, bool, int], None]  # issuer, ok, usable key count
+
+
+def same_key_source(a: Issuer, b: Issuer) -> bool:
+    """Whether two issuer settings fetch and keep the very same keys."""
+    return (a.issuer, a.jwks_uri, a.algorithms) == (b.issuer, b.jwks_uri, b.algorithms)
 
 
 class JwksStore:
@@ -59,34 +67,69 @@ class JwksStore:
         self._wall_clock = wall_clock
         self._on_fetch = on_fetch
         self._jwks_uri = issuer.jwks_uri
-        self._keys: Mapping[KeyId, jwt.PyJWK] = {}
-        self._good_at: float | None = None
-        self._lifetime = policy.cache_ttl
+        self._keys: FetchedKeySet | None = None
+        self._good_at: float | None = None  # clock time of the last successful fetch
         self._last_attempt: float | None = None
         self._inflight: asyncio.Task[bool] | None = None
-        self._unknown: set[str] = set()
         self._background: asyncio.Task[None] | None = None
-        self.last_error: str | None = None
-        self.last_success: float | None = None  # wall-clock time, for the metric
-        self.fetches = 0
-        self.generation = 0  # moves on every accepted key set: cached verdicts are re-checked
-
-    # -- state -------------------------------------------------------------------------------
-
-    @property
-    def key_count(self) -> int:
-        return len({kid for kid, _ in self._keys})
-
-    def _too_stale(self) -> bool:
-        return self._good_at is None or self._clock() - self._good_at > self.policy.max_stale
+        self._unknown: set[str] = set()
+        self._last_error: str | None = None
+        self._last_success: float | None = None
+        self._generation = 0
 
     @property
     def ready(self) -> bool:
-        return not self._too_stale()
+        """Keys are at hand: fetched at least once, and not older than `max_stale`."""
+        return self._age() <= self.policy.max_stale
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def last_error(self) -> str | None:
+        """Why the latest fetch failed; None once a fetch succeeds."""
+        return self._last_error
+
+    @property
+    def last_success(self) -> float | None:
+        """Wall-clock time of the last successful fetch (for the metric)."""
+        return self._last_success
+
+    @property
+    def key_count(self) -> int:
+        return 0 if self._keys is None else self._keys.count
+
+    @property
+    def generation(self) -> int:
+        """Moves on every accepted key set, so cached verdicts are checked again."""
+        return self._generation
+
+    @property
+    def lifetime(self) -> float:
+        """Seconds the current keys are fresh: the provider's max-age within the policy's bounds."""
+        max_age = None if self._keys is None else self._keys.max_age
+        policy = self.policy
+        wanted = policy.cache_ttl if max_age is None else max_age
+        return min(max(wanted, policy.min_refresh_interval), policy.cache_ttl)
+
+    def _age(self) -> float:
+        return math.inf if self._good_at is None else self._clock() - self._good_at
+
+    def _fetch_due(self) -> bool:
+        last = self._last_attempt
+        return last is None or self._clock() - last >= self.policy.min_refresh_interval
+
+    def carry_over_from(self, other: JwksStore) -> bool:
+        """Adopt `other`'s keys if it fetched them the same way (a reload that changed only
+        audiences, leeway or the policy); True when adopted. Call before `start()`."""
+        if other._keys is None or not same_key_source(self.issuer, other.issuer):
+            return False
+        self._jwks_uri = other._jwks_uri
+        self._keys, self._good_at = other._keys, other._good_at
+        self._last_attempt, self._last_success = other._last_attempt, other._last_success
+        self._unknown = set(other._unknown)
+        self._generation = other._generation
+        return True
 
     async def start(self) -> None:
+        """Begin warm-up and background refresh; never raises when the provider is down."""
         if self._background is None:
             self._background = asyncio.get_running_loop().create_task(self._refresh_loop())
 
@@ -98,62 +141,82 @@ class JwksStore:
                     await task
         self._background = None
 
-    async def _refresh_loop(self) -> None:
-        while True:
-            ok = await self.refresh()
-            if ok:
-                delay = max(self.policy.min_refresh_interval, self._lifetime * REFRESH_AHEAD)
-            else:  # retry failures at the pace an unknown kid may cause fetches
-                delay = max(self.policy.min_refresh_interval, 1.0)
-            await asyncio.sleep(delay)
+    def _next_delay(self, failures: int) -> float:
+        if failures:  # back off 1, 2, 4 … s, never slower than the unknown-kid pace
+            return min(self.policy.min_refresh_interval, 2.0 ** (failures - 1))
+        return max(0.0, self.lifetime * REFRESH_AHEAD - self._age())
 
-    # -- fetching ----------------------------------------------------------------------------
+    async def _refresh_loop(self) -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(self._next_delay(failures))
+            failures = 0 if await self.refresh() else failures + 1
 
     async def refresh(self) -> bool:
         """Fetch now, or join the fetch already under way; True when it brought good keys."""
+        task = self._fetch_task()
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The fetch itself was cancelled by `close()` (a reload retired this store): the
+            # requests waiting on it carry on without new keys instead of being cancelled.
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and not current.cancelling():
+                return False
+            raise
+
+    def _fetch_task(self) -> asyncio.Task[bool]:
+        """The fetch under way, started if there is none (single-flight)."""
         if self._inflight is None:
             self._inflight = asyncio.get_running_loop().create_task(self._fetch())
             self._inflight.add_done_callback(self._fetch_done)
-        return await asyncio.shield(self._inflight)
+        return self._inflight
 
     def _fetch_done(self, _: asyncio.Task[bool]) -> None:
         self._inflight = None
 
     async def _fetch(self) -> bool:
         self._last_attempt = self._clock()
-        self.fetches += 1
-        policy = self.policy
         try:
-            if self._jwks_uri is None:
-                self._jwks_uri = await discover_jwks_uri(
-                    self._session, self.issuer.issuer,
-                    seconds=policy.timeout, max_bytes=policy.max_response_bytes,
-                )  # fmt: skip
-            fetched = await fetch_jwks(
-                self._session, self._jwks_uri, self.issuer.algorithms,
-                seconds=policy.timeout, max_bytes=policy.max_response_bytes,
-            )  # fmt: skip
+            fetched = await self._download()
         except KeyFetchError as error:
-            self.last_error = str(error)
-            LOG.warning(
-                "key fetch failed; known keys stay in use",
-                extra={"issuer": self.issuer.issuer, "error": error.reason, "url": error.url},
-            )
-            self._notify(ok=False)
-            return False
-        self._accept(fetched.keys, fetched.max_age)
+            if self.issuer.jwks_uri is None:
+                self._jwks_uri = None  # the provider may have moved its keys: discover again
+            return self._failed(error.reason, error.url)
+        except Exception as error:  # a bug must not stop the refresh loop for good
+            LOG.exception("key fetch for %s failed unexpectedly", self.issuer.issuer)
+            return self._failed(f"unexpected {type(error).__name__}", self._jwks_uri or "")
+        self._accept(fetched)
         return True
 
-    def _accept(self, keys: Mapping[KeyId, jwt.PyJWK], max_age: float | None) -> None:
-        policy = self.policy
-        lifetime = policy.cache_ttl if max_age is None else max_age
-        self._lifetime = min(max(lifetime, policy.min_refresh_interval), policy.cache_ttl)
-        self._keys = keys
-        self.generation += 1
+    async def _download(self) -> FetchedKeySet:
+        seconds, max_bytes = self.policy.timeout, self.policy.max_response_bytes
+        if self._jwks_uri is None:
+            self._jwks_uri = await discover_jwks_uri(
+                self._session, self.issuer.issuer, seconds=seconds, max_bytes=max_bytes
+            )
+        return await fetch_jwks(
+            self._session, self._jwks_uri, self.issuer.algorithms,
+            seconds=seconds, max_bytes=max_bytes,
+        )  # fmt: skip
+
+    def _failed(self, reason: str, url: str) -> bool:
+        self._last_error = f"{url}: {reason}"
+        LOG.warning(
+            "key fetch for %s failed (%s); known keys stay in use",
+            self.issuer.issuer, reason,
+            extra={"issuer": self.issuer.issuer, "url": url, "error": reason},
+        )  # fmt: skip
+        self._notify(ok=False)
+        return False
+
+    def _accept(self, fetched: FetchedKeySet) -> None:
+        self._keys = fetched
+        self._generation += 1
         self._unknown.clear()
         self._good_at = self._clock()
-        self.last_success = self._wall_clock()
-        self.last_error = None
+        self._last_success = self._wall_clock()
+        self._last_error = None
         self._notify(ok=True)
 
     def _notify(self, *, ok: bool) -> None:
@@ -162,27 +225,22 @@ class JwksStore:
 
     async def _fetch_if_allowed(self) -> None:
         """Join a fetch under way, or start one if the last began `min_refresh_interval` ago."""
-        due = self._last_attempt is None or (
-            self._clock() - self._last_attempt >= self.policy.min_refresh_interval
-        )
-        if self._inflight is None and not due:
+        if self._inflight is None and not self._fetch_due():
             return
         # Discovery and the key set are two requests, each bounded by `timeout`.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.refresh(), 2 * self.policy.timeout)
 
-    # -- lookup ------------------------------------------------------------------------------
-
     def _lookup(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
-        key = self._keys.get((kid, alg))
-        if key is not None:
-            return key
-        if kid is None:  # a token naming no key may use the issuer's only key for its alg
-            candidates = [key for (_, key_alg), key in self._keys.items() if key_alg == alg]
-            return candidates[0] if len(candidates) == 1 else None
-        if any(known == kid for known, _ in self._keys):
+        keys = self._keys
+        if keys is None:
+            return None
+        if kid is None:
+            return keys.sole.get(alg)
+        key = keys.by_id.get((kid, alg))
+        if key is None and kid in keys.kids:
             raise Denied(Reason.DISALLOWED_ALG, f"the key the token names is not an {alg} key")
-        return None
+        return key
 
     def _unavailable(self) -> Denied:
         waited = 0.0 if self._last_attempt is None else self._clock() - self._last_attempt
@@ -195,10 +253,19 @@ class JwksStore:
         )
 
     async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
-        if self._too_stale():
+        """The key for a token's `kid` and `alg`, or `Denied` (`unknown_key`, `disallowed_alg`,
+        `issuer_unavailable`)."""
+        if not self.ready:
             await self._fetch_if_allowed()
-            if self._too_stale():
+            if not self.ready:
                 raise self._unavailable()
+        elif self._age() > self.lifetime and self._fetch_due():
+            # Past their lifetime (the background loop is late or not running): serve the stale
+            # keys and refresh behind this request.
+            _ = self._fetch_task()
+        return await self._find(kid, alg)
+
+    async def _find(self, kid: str | None, alg: str) -> jwt.PyJWK:
         key = self._lookup(kid, alg)
         if key is not None:
             return key
@@ -208,6 +275,8 @@ class JwksStore:
         key = self._lookup(kid, alg)
         if key is not None:
             return key
-        if kid is not None and len(self._unknown) < MAX_REMEMBERED_UNKNOWN:
+        if kid is None:
+            raise Denied(Reason.UNKNOWN_KEY, "the token names no key and the issuer has several")
+        if len(self._unknown) < MAX_REMEMBERED_UNKNOWN:
             self._unknown.add(kid)
         raise Denied(Reason.UNKNOWN_KEY, "the token's key is not in the issuer's key set")

@@ -1,16 +1,19 @@
 """Step 3b of SPEC §3: a bearer token → the `Principal` it proves, or a `Denied` naming the check.
 
-The checks, in order, each its own reason:
+The checks, in order (when several fail, the first one names the denial):
 
-1. syntax — a compact JWS of three base64url parts whose header and claims are JSON objects
-   without duplicate member names, claims of RFC 7519 types; no `crit` (no extension is
-   understood)                                                          → `malformed_token`
-2. `alg` — never `none` or `HS*`, and on the issuer's allow-list          → `disallowed_alg`
-3. `iss` — exactly a configured issuer; only that issuer's keys are used → `invalid_issuer`
-4. `typ` — when the issuer sets `token_type` (RFC 9068 `at+jwt`)         → `invalid_token_type`
-5. key — by `kid` from the issuer's JWKS, never from `jku`/`x5u`/`jwk`/`x5c` headers
+1. syntax — a compact JWS of three base64url parts whose header and claims are UTF-8 JSON
+   objects without duplicate member names                               → `malformed_token`
+2. `alg` — never `none`, `HS*` or anything but the asymmetric JWS set   → `disallowed_alg`
+3. `crit` — no extension is understood (RFC 7515 §4.1.11)               → `malformed_token`
+4. `iss` — a string naming a configured issuer; only its keys are used  → `invalid_issuer`
+5. `alg` — on that issuer's allow-list                                  → `disallowed_alg`
+6. claim types (RFC 7519): finite NumericDates, `aud` a string or
+   strings, `sub` a string; `kid` a string                              → `malformed_token`
+7. `typ` — when the issuer sets `token_type` (RFC 9068 `at+jwt`)         → `invalid_token_type`
+8. key — by `kid` from the issuer's JWKS, never from `jku`/`x5u`/`jwk`/`x5c` headers
                                               → `unknown_key` (or `issuer_unavailable`, 503)
-6. signature, `exp`/`nbf`/`iat` with leeway, audience, required claims, by PyJWT's `decode`
+9. signature, `exp`/`nbf`/`iat` with leeway, audience, required claims, by PyJWT's `decode`
    → `bad_signature`, `expired_token`, `not_yet_valid`, `invalid_audience`, `missing_claim`
 
 Usage::
@@ -24,8 +27,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jwt
@@ -81,8 +86,11 @@ def _json_object(part: str, what: str) -> dict[str, Any]:
         raise _malformed(f"the {what} is not base64url")
     try:
         raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        # RFC 8259 §8.1: JSON between systems is UTF-8; `json.loads(bytes)` would also take UTF-16.
         value = json.loads(
-            raw, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+            raw.decode("utf-8"),
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
         )
     except (binascii.Error, ValueError, RecursionError):
         raise _malformed(f"the {what} is not valid JSON") from None
@@ -103,18 +111,22 @@ def parse_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return _json_object(parts[0], "header"), _json_object(parts[1], "claims")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _is_numeric_date(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:  # 1e999 parses as inf and 10**400 as an int no float holds: neither is a date
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def check_claim_types(claims: Mapping[str, Any]) -> None:
-    """RFC 7519 §4.1 types: NumericDate numbers, `aud` a string or strings, `iss`/`sub` strings."""
+    """RFC 7519 §4.1 types: NumericDate numbers, `aud` a string or strings, `sub` a string."""
     for name in _TIME_CLAIMS:
-        if name in claims and not _is_number(claims[name]):
+        if name in claims and not _is_numeric_date(claims[name]):
             raise _malformed(f"the {name} claim is not a number")
-    for name in ("iss", "sub"):
-        if name in claims and not isinstance(claims[name], str):
-            raise _malformed(f"the {name} claim is not a string")
+    if "sub" in claims and not isinstance(claims["sub"], str):
+        raise _malformed("the sub claim is not a string")
     aud = claims.get("aud")
     if aud is not None and not (
         isinstance(aud, str) or (isinstance(aud, list) and all(isinstance(a, str) for a in aud))
@@ -123,38 +135,40 @@ def check_claim_types(claims: Mapping[str, Any]) -> None:
 
 
 def _media_type(value: str) -> str:
-    lowered = value.lower()
-    return lowered.removeprefix("application/")
+    """RFC 7515 §4.1.9: `typ` compares case-insensitively, `application/` may be left out."""
+    return value.lower().removeprefix("application/")
 
 
-_PYJWT_REASONS: tuple[tuple[type[Exception], Reason], ...] = (
-    (jwt.ExpiredSignatureError, Reason.EXPIRED_TOKEN),
-    (jwt.ImmatureSignatureError, Reason.NOT_YET_VALID),
-    (jwt.InvalidAudienceError, Reason.INVALID_AUDIENCE),
-    (jwt.MissingRequiredClaimError, Reason.MISSING_CLAIM),
-    (jwt.InvalidIssuerError, Reason.INVALID_ISSUER),
-    (jwt.InvalidSignatureError, Reason.BAD_SIGNATURE),
-    (jwt.InvalidAlgorithmError, Reason.DISALLOWED_ALG),
+_DENIALS: tuple[tuple[type[jwt.PyJWTError], Reason, str], ...] = (
+    (jwt.ExpiredSignatureError, Reason.EXPIRED_TOKEN, "the token has expired (exp)"),
+    (jwt.ImmatureSignatureError, Reason.NOT_YET_VALID, "the token is not valid yet (nbf/iat)"),
+    (
+        jwt.InvalidAudienceError,
+        Reason.INVALID_AUDIENCE,
+        "the token is not meant for this API (aud)",
+    ),
+    (jwt.InvalidIssuerError, Reason.INVALID_ISSUER, "the token's issuer is not trusted (iss)"),
+    (jwt.InvalidSignatureError, Reason.BAD_SIGNATURE, "the token's signature does not verify"),
+    (jwt.InvalidAlgorithmError, Reason.DISALLOWED_ALG, "the token's alg does not fit its key"),
 )
 
 
 def _denial_for(error: jwt.PyJWTError) -> Denied:
-    for kind, reason in _PYJWT_REASONS:
+    if isinstance(error, jwt.MissingRequiredClaimError):
+        return Denied(Reason.MISSING_CLAIM, f"the token has no {error.claim} claim")
+    for kind, reason, detail in _DENIALS:
         if isinstance(error, kind):
-            if isinstance(error, jwt.MissingRequiredClaimError):
-                return Denied(reason, f"the token has no {error.claim} claim")
-            return Denied(reason, _DETAILS[reason])
+            return Denied(reason, detail)
     return _malformed("the token could not be decoded")
 
 
-_DETAILS = {
-    Reason.EXPIRED_TOKEN: "the token has expired",
-    Reason.NOT_YET_VALID: "the token is not valid yet",
-    Reason.INVALID_AUDIENCE: "the token is not meant for this API (audience)",
-    Reason.INVALID_ISSUER: "the token's issuer is not trusted",
-    Reason.BAD_SIGNATURE: "the token's signature does not verify",
-    Reason.DISALLOWED_ALG: "the token's algorithm does not match its key",
-}
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What verifying a token of one issuer needs, worked out once at construction."""
+
+    issuer: Issuer
+    keys: KeySource
+    token_type: str | None  # already a `_media_type`
 
 
 class TokenVerifier:
@@ -167,77 +181,90 @@ class TokenVerifier:
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
-        self._issuers = {issuer.issuer: issuer for issuer in issuers}
-        self._key_sources = dict(key_sources)
+        self._plans = {
+            issuer.issuer: _Plan(
+                issuer,
+                key_sources[issuer.issuer],
+                None if issuer.token_type is None else _media_type(issuer.token_type),
+            )
+            for issuer in issuers
+        }
+        self._sources = tuple(plan.keys for plan in self._plans.values())
         self._decoder = jwt.PyJWT()
         self._verified = VerifiedTokens(cache_size)
 
-    def _issuer_of(self, claims: Mapping[str, Any]) -> Issuer:
-        iss = claims.get("iss")
-        issuer = self._issuers.get(iss) if isinstance(iss, str) else None
-        if issuer is None:
-            raise Denied(Reason.INVALID_ISSUER, "the token's issuer is not trusted")
-        return issuer
-
-    @staticmethod
-    def _algorithm(header: Mapping[str, Any], issuer: Issuer) -> str:
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS:
-            raise Denied(Reason.DISALLOWED_ALG, "the token's algorithm is never accepted")
-        if alg not in issuer.algorithms:
-            raise Denied(Reason.DISALLOWED_ALG, f"{alg} is not allowed for this issuer")
-        return alg
-
-    @staticmethod
-    def _check_type(header: Mapping[str, Any], issuer: Issuer) -> None:
-        if issuer.token_type is None:
-            return
-        typ = header.get("typ")
-        if not isinstance(typ, str) or _media_type(typ) != _media_type(issuer.token_type):
-            raise Denied(Reason.INVALID_TOKEN_TYPE, f"the token's typ is not {issuer.token_type}")
-
     async def verify(self, token: str, *, audience: str | None = None) -> Principal:
         """The principal a token proves; a token verified before, still unexpired and under the
-        same key set, is answered from the cache without parsing or verifying it again."""
-        cached = self._verified.get(token, audience, generation=self._generation_of_token(token))
+        same key sets, is answered from the cache without parsing or verifying it again.
+
+        `audience`, when given (a route's own), replaces the issuer's `audiences`."""
+        cached = self._verified.get(token, audience, generation=self._generation())
         if cached is not None:
             return cached
-        principal, generation = await self._verify(token, audience)
+        # Taken before any key lookup: a key set that changes meanwhile makes this entry stale.
+        generation = self._generation()
+        principal = await self._verify(token, audience)
         self._verified.put(token, audience, principal, generation=generation)
         return principal
 
-    def _generation_of_token(self, token: str) -> int:
-        # The issuer is unknown until the token is parsed; the sum of every source's generation
-        # moves whenever any of them does, which is all a cache hit needs to know.
-        return sum(source.generation for source in self._key_sources.values())
+    def _generation(self) -> int:
+        # The sum of every source's generation moves whenever any of them does, which is all a
+        # cache hit needs to know (the issuer is unknown until the token is parsed).
+        return sum(source.generation for source in self._sources)
 
-    async def _verify(self, token: str, audience: str | None) -> tuple[Principal, int]:
-        generation = self._generation_of_token(token)
+    async def _verify(self, token: str, audience: str | None) -> Principal:
         header, claims = parse_unverified(token)
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS:
+            raise Denied(Reason.DISALLOWED_ALG, "the token's algorithm is never accepted")
         if "crit" in header:
             raise _malformed("the token has critical header extensions this gateway does not know")
+        plan = self._plan_for(claims)
+        if alg not in plan.issuer.algorithms:
+            raise Denied(Reason.DISALLOWED_ALG, f"{alg} is not allowed for this issuer")
         check_claim_types(claims)
-        issuer = self._issuer_of(claims)
-        alg = self._algorithm(header, issuer)
-        self._check_type(header, issuer)
+        self._check_type(header, plan)
         kid = header.get("kid")
-        if kid is not None and not isinstance(kid, str):
+        if "kid" in header and not isinstance(kid, str):  # null is not "no kid"
             raise _malformed("the kid header is not a string")
-        key = await self._key_sources[issuer.issuer].key_for(kid, alg)
-        audiences = [audience] if audience is not None else list(issuer.audiences)
+        key = await plan.keys.key_for(kid, alg)
+        verified = self._decode(token, key, alg, plan, audience)
+        return Principal(
+            verified, granted_scopes(verified, plan.issuer.scope_claims), plan.issuer.issuer
+        )
+
+    def _plan_for(self, claims: Mapping[str, Any]) -> _Plan:
+        iss = claims.get("iss")
+        plan = self._plans.get(iss) if isinstance(iss, str) else None
+        if plan is None:
+            raise Denied(Reason.INVALID_ISSUER, "the token's issuer is not trusted (iss)")
+        return plan
+
+    @staticmethod
+    def _check_type(header: Mapping[str, Any], plan: _Plan) -> None:
+        if plan.token_type is None:
+            return
+        typ = header.get("typ")
+        if not isinstance(typ, str) or _media_type(typ) != plan.token_type:
+            raise Denied(Reason.INVALID_TOKEN_TYPE, f"the token's typ is not {plan.token_type}")
+
+    def _decode(
+        self, token: str, key: jwt.PyJWK, alg: str, plan: _Plan, audience: str | None
+    ) -> dict[str, Any]:
+        audiences = [audience] if audience is not None else list(plan.issuer.audiences)
         try:
-            verified = self._decoder.decode(
+            return self._decoder.decode(
                 token,
                 key,
                 algorithms=[alg],
                 audience=audiences or None,
-                issuer=issuer.issuer,
-                leeway=issuer.leeway,
-                options={"require": list(issuer.required_claims), "verify_aud": bool(audiences)},
+                issuer=plan.issuer.issuer,
+                leeway=plan.issuer.leeway,
+                # Without any audience configured there is nothing to compare `aud` with.
+                options={
+                    "require": list(plan.issuer.required_claims),
+                    "verify_aud": bool(audiences),
+                },
             )
         except jwt.PyJWTError as error:
             raise _denial_for(error) from None
-        principal = Principal(
-            verified, granted_scopes(verified, issuer.scope_claims), issuer.issuer
-        )
-        return principal, generation

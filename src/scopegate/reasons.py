@@ -105,7 +105,9 @@ _TITLE: dict[Reason, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: raising sets __traceback__, and contextlib sets it again on the way out of a
+# context manager, which a frozen dataclass refuses. Nothing changes a Denied once made.
+@dataclass(eq=False)
 class Denied(Exception):
     """A request refused for ``reason``; ``detail`` is safe to show the client (never the token).
 

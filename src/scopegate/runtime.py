@@ -19,7 +19,7 @@ import aiohttp
 
 from scopegate.config.errors import ConfigError, ConfigErrors
 from scopegate.config.model import Config, Issuer, JwksPolicy
-from scopegate.keys.store import JwksStore
+from scopegate.keys.store import JwksStore, same_key_source
 from scopegate.metrics import Metrics
 from scopegate.pipeline.routing import RouteTable, compile_routes
 from scopegate.pipeline.verify import TokenVerifier
@@ -32,8 +32,30 @@ def route_errors(config: Config) -> list[ConfigError]:
     return [ConfigError(issue.source, issue.message) for issue in compiled.errors]
 
 
-def _store_key(issuer: Issuer, policy: JwksPolicy) -> tuple[Issuer, JwksPolicy]:
-    return (issuer, policy)
+def _adopt_or_create(
+    issuer: Issuer,
+    policy: JwksPolicy,
+    previous: Runtime | None,
+    session: aiohttp.ClientSession,
+    metrics: Metrics,
+) -> tuple[JwksStore, bool]:
+    """The key store for `issuer`, and whether it is new. A previous store that fetches the
+    same keys the same way is kept as it is; one that fetches the same keys under another
+    policy hands its keys to the new store. Either way a reload costs the provider nothing."""
+    old = previous.key_stores.get(issuer.issuer) if previous is not None else None
+    if old is not None and same_key_source(old.issuer, issuer) and old.policy == policy:
+        return old, False
+    store = JwksStore(
+        issuer,
+        policy,
+        session,
+        on_fetch=lambda name, ok, count: metrics.jwks_fetched(
+            name, ok, count, time.time() if ok else None
+        ),
+    )
+    if old is not None:
+        store.carry_over_from(old)
+    return store, True
 
 
 @dataclass(eq=False)
@@ -63,22 +85,13 @@ class Runtime:
             raise ConfigErrors(
                 [ConfigError(issue.source, issue.message) for issue in compiled.errors]
             )
-        reusable = previous.stores_by_settings() if previous is not None else {}
         stores: dict[str, JwksStore] = {}
         fresh: list[JwksStore] = []
         for issuer in config.issuers:
-            store = reusable.get(_store_key(issuer, config.jwks))
-            if store is None:
-                store = JwksStore(
-                    issuer,
-                    config.jwks,
-                    session,
-                    on_fetch=lambda name, ok, count: metrics.jwks_fetched(
-                        name, ok, count, time.time() if ok else None
-                    ),
-                )
-                fresh.append(store)
+            store, is_new = _adopt_or_create(issuer, config.jwks, previous, session, metrics)
             stores[issuer.issuer] = store
+            if is_new:
+                fresh.append(store)
         return cls(
             config=config,
             routes=compiled.table,
@@ -89,13 +102,6 @@ class Runtime:
             headers=HeaderPolicy(config.forward),
             fresh_stores=tuple(fresh),
         )
-
-    def stores_by_settings(self) -> dict[tuple[Issuer, JwksPolicy], JwksStore]:
-        by_name = {issuer.issuer: issuer for issuer in self.config.issuers}
-        return {
-            _store_key(by_name[name], self.config.jwks): store
-            for name, store in self.key_stores.items()
-        }
 
     async def start(self) -> None:
         """Warm up the key stores this generation created (carried-over ones run already)."""

@@ -4,6 +4,7 @@ has no keys, and metrics that move by exactly what happened."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
 
@@ -86,3 +87,37 @@ async def test_metrics_are_served_on_the_admin_port_only(env: Env) -> None:
     public = await exchange(env.port, request_bytes("GET", "/metrics"))
     assert public.status == 404
     assert env.upstream.received == []
+
+
+async def test_a_reload_that_keeps_the_key_source_fetches_nothing(env: Env) -> None:
+    """Changing audiences, leeway or routes keeps the issuer's keys: no fetch, still ready."""
+    from dataclasses import replace
+
+    config = env.gateway.runtime.config
+    issuer = replace(config.issuers[0], audiences=("https://other.example.com",), leeway=5)
+    fetched = env.jwks.count()
+    await env.gateway.reload(replace(config, issuers=(issuer,)))
+    assert env.jwks.count() == fetched
+    assert env.gateway.runtime.not_ready() == []
+    token = env.token(audience="https://other.example.com")
+    answer = await exchange(
+        env.port, request_bytes("GET", "/contacts", {"Authorization": f"Bearer {token}"})
+    )
+    assert answer.status == 200
+
+
+async def test_a_denial_passes_through_a_context_manager_unharmed() -> None:
+    """contextlib sets __traceback__ on exceptions leaving a context manager."""
+    import contextlib
+
+    from scopegate.reasons import Denied, Reason
+
+    @contextlib.contextmanager
+    def scope() -> Iterator[None]:
+        yield
+
+    try:
+        with scope():
+            raise Denied(Reason.EXPIRED_TOKEN, "expired")
+    except Denied as denied:
+        assert denied.reason is Reason.EXPIRED_TOKEN

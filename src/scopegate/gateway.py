@@ -40,6 +40,7 @@ class _Outcome:
     upstream: str | None = None
     principal: Principal = field(default=ANONYMOUS)
     error: str | None = None
+    upstream_seconds: float | None = None
 
 
 class Gateway:
@@ -152,9 +153,7 @@ class Gateway:
                 headers,
                 body_limit=body_limit,
                 extra_response_headers={REQUEST_ID_HEADER: rid},
-                observe=lambda name, seconds: self._metrics.upstream_duration.labels(
-                    upstream=name
-                ).observe(seconds),
+                observe=lambda name, seconds: self._observe_upstream(outcome, name, seconds),
                 observe_failure=lambda name, kind: self._metrics.upstream_errors.labels(
                     upstream=name, reason=kind
                 ).inc(),
@@ -165,6 +164,10 @@ class Gateway:
                 f"the request body exceeds {body_limit} bytes",
                 challenge=False,
             ) from None
+
+    def _observe_upstream(self, outcome: _Outcome, name: str, seconds: float) -> None:
+        outcome.upstream_seconds = seconds
+        self._metrics.upstream_duration.labels(upstream=name).observe(seconds)
 
     def _finish(
         self,
@@ -188,6 +191,11 @@ class Gateway:
             client_id=claims.get("azp") or claims.get("client_id"),
             upstream=outcome.upstream,
             duration_ms=round(seconds * 1000, 3),
+            upstream_ms=(
+                None
+                if outcome.upstream_seconds is None
+                else round(outcome.upstream_seconds * 1000, 3)
+            ),
             remote=request.remote,
         )
 

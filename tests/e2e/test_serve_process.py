@@ -159,3 +159,32 @@ async def test_reloads_under_continuous_load_lose_no_request(world: World) -> No
     assert [status for statuses in results for status in statuses] == [200] * 600
     assert any(line.get("message") == "reload failed; the running configuration is unchanged"
                for line in served.lines)  # fmt: skip
+
+
+async def test_the_access_log_says_who_did_what_and_never_the_token(world: World) -> None:
+    token = mint(world.key, issuer=world.jwks.issuer, audience=AUDIENCE, scopes=("read:contacts",),
+                 extra_claims={"azp": "app-7"})  # fmt: skip
+    async with serve(world.path) as served, aiohttp.ClientSession() as http:
+        async with http.get(
+            served.url + "/contacts?x=1", headers={"Authorization": f"Bearer {token}"}
+        ) as r:
+            assert r.status == 200
+        async with http.get(served.url + "/contacts") as r:
+            assert r.status == 401
+        served.process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(served.process.wait(), 10)
+    lines = [line for line in served.lines if line.get("logger") == "scopegate.access"]
+    allowed, denied = lines[-2], lines[-1]
+    assert {k: allowed[k] for k in ("method", "path", "route", "status", "decision", "subject", "client_id", "upstream")} == {
+        "method": "GET", "path": "/contacts", "route": "list-contacts", "status": 200,
+        "decision": "allow", "subject": "user-1", "client_id": "app-7", "upstream": "contacts",
+    }  # fmt: skip
+    assert isinstance(allowed["duration_ms"], float)
+    assert isinstance(allowed["upstream_ms"], float)
+    assert (denied["decision"], denied["reason"], denied["status"]) == (
+        "deny",
+        "missing_token",
+        401,
+    )
+    assert all(token not in str(line) for line in served.lines)
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in served.lines)

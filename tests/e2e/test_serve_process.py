@@ -120,6 +120,7 @@ async def test_a_gib_each_way_streams_in_constant_memory(
                 received += len(chunk)
         assert received == GIB
         peak = served.peak_rss_bytes()
+    print(f"gateway peak RSS after 1 GiB up and 1 GiB down: {peak / (1 << 20):.0f} MiB")
     assert peak < 150 * (1 << 20), f"peak RSS {peak / (1 << 20):.0f} MiB"
 
 

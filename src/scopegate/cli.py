@@ -47,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_option(serve)
     serve.add_argument(
-        "--workers", type=int, default=1, metavar="N", help="processes sharing the port (default 1)"
+        "--workers",
+        type=int,
+        default=os.environ.get("SCOPEGATE_WORKERS", "1"),  # argparse applies type= to it
+        metavar="N",
+        help="processes sharing the port (default: $SCOPEGATE_WORKERS, else 1)",
     )
     # Internal: how a supervisor starts its workers.
     serve.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)

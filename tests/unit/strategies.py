@@ -1,21 +1,38 @@
-"""Hypothesis strategies for the pure pipeline stages, in one place (as attrs keeps its own)."""
+"""Hypothesis strategies for the pure pipeline stages, all in one place (as attrs keeps its own).
+
+Paths come in three kinds: `raw_paths` as a client might send them (valid or not), `normal_paths`
+as `parse_target` returns them, and `spellings(path)`, the many raw forms of one normal path.
+"""
 
 from __future__ import annotations
+
+import string
+from typing import Any
 
 from hypothesis import strategies as st
 
 from scopegate.config.model import Route, ScopeRule
 
-UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+UNRESERVED = string.ascii_letters + string.digits + "-._~"
 SUB_DELIMS = "!$&'()*+,;=:@"
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 
-#: One path segment as a client might send it: plain characters, escapes of any byte
-#: (reserved or not, upper or lower case hex), dots.
+#: Any character at all, surrogate escapes of undecodable bytes and controls included.
+any_character = st.characters(exclude_categories=())
+
+#: Any text at all, for "never anything but a Denied" properties.
+anything = st.text(any_character, max_size=60)
+
+#: An HTTP method, the common ones and HEAD.
+methods = st.sampled_from(METHODS)
+
+#: A piece of a raw path segment: plain characters, an escape of any byte in either case of hex,
+#: or dots, plain or escaped.
 segment_pieces = st.one_of(
     st.text(alphabet=UNRESERVED + SUB_DELIMS, min_size=1, max_size=4),
     st.integers(0, 255).map(lambda b: f"%{b:02x}"),
     st.integers(0, 255).map(lambda b: f"%{b:02X}"),
-    st.sampled_from([".", "..", "%2e", "%2E%2e"]),
+    st.sampled_from([".", "..", "%2e", "%2E%2e", ";", "%", "%4", "%G1"]),
 )
 
 
@@ -26,9 +43,168 @@ def raw_paths(draw: st.DrawFn) -> str:
     return "/" + "/".join(segments)
 
 
-#: Any text at all, for "never crashes" properties.
-anything = st.text(max_size=60)
+@st.composite
+def hostile_paths(draw: st.DrawFn) -> str:
+    """A raw path with arbitrary characters spliced in: controls, non-ASCII, surrogates, `#`."""
+    path = draw(raw_paths())
+    at = draw(st.integers(1, len(path)))
+    return path[:at] + draw(st.text(any_character, min_size=1, max_size=3)) + path[at:]
 
+
+#: One byte, escaped as a normal form keeps it: not unreserved, not `/` or `\`, upper-case hex.
+kept_escapes = (
+    st.integers(0, 255)
+    .filter(lambda b: chr(b) not in UNRESERVED + "/\\")
+    .map(lambda b: f"%{b:02X}")
+)
+
+#: A segment of a normalised path: never empty, never a dot segment, never `..;`.
+normal_segments = (
+    st.lists(
+        st.one_of(st.text(UNRESERVED + SUB_DELIMS, min_size=1, max_size=3), kept_escapes),
+        min_size=1,
+        max_size=3,
+    )
+    .map("".join)
+    .filter(lambda s: s not in {".", ".."} and not s.startswith((".;", "..;")))
+)
+
+
+@st.composite
+def normal_paths(draw: st.DrawFn) -> str:
+    """Paths in the normal form `parse_target` returns, with or without a trailing slash."""
+    segments = draw(st.lists(normal_segments, max_size=5))
+    if draw(st.booleans()) and segments:
+        segments.append("")  # a trailing slash
+    return "/" + "/".join(segments)
+
+
+def _escape_some(draw: st.DrawFn, segment: str) -> str:
+    """Escape some unreserved characters, in either case of hex, and lower-case some escapes."""
+    out: list[str] = []
+    index = 0
+    while index < len(segment):
+        if segment[index] == "%":
+            escape = segment[index : index + 3]
+            out.append(escape.lower() if draw(st.booleans()) else escape)
+            index += 3
+            continue
+        char = segment[index]
+        hexes = [f"%{ord(char):02X}", f"%{ord(char):02x}"]
+        out.append(draw(st.sampled_from([char, *hexes])) if char in UNRESERVED else char)
+        index += 1
+    return "".join(out)
+
+
+#: Raw segments that normalise away in place: a dot, or a detour down and back up.
+_detours = st.one_of(
+    st.sampled_from([".", "%2e", "%2E"]),
+    st.text(string.ascii_lowercase, min_size=1, max_size=3).map(lambda s: s + "/.."),
+    st.text(string.ascii_lowercase, min_size=1, max_size=3).map(lambda s: s + "/%2e%2E"),
+)
+
+
+@st.composite
+def spellings(draw: st.DrawFn, path: str) -> str:
+    """A raw path that `parse_target` normalises to the normal path `path`.
+
+    Unreserved characters escaped, escapes in lower case, `./` and `x/../` detours, `..` at the
+    root, runs of slashes, and a trailing slash spelt `/.` or `/x/..`.
+    """
+    parts = path.split("/")[1:]
+    raw: list[str] = draw(st.lists(st.sampled_from(["..", "%2E%2E"]), max_size=2))
+    for index, part in enumerate(parts):
+        raw.extend(draw(st.lists(_detours, max_size=2)))
+        if not part and index == len(parts) - 1 and draw(st.booleans()):
+            raw.append(draw(st.sampled_from([".", "%2e", "q/..", "q/%2E."])))
+        else:
+            raw.append(_escape_some(draw, part))
+    slashes = draw(st.lists(st.sampled_from(["/", "/", "//", "///"]), min_size=len(raw)))
+    return "".join(s + r for s, r in zip(slashes, raw, strict=False)) or "/"
+
+
+#: A query as a client sends it: printable ASCII without space or `#`, escapes valid or not.
+queries = st.text(alphabet=[chr(c) for c in range(0x21, 0x7F) if chr(c) != "#"], max_size=20)
+
+#: Literal segments of route patterns, shared with request paths so that they meet.
+literal_words = st.sampled_from(["contacts", "public", "admin", "v1", "me", "items"])
+
+#: Request path segments: the literals, and values a parameter would take.
+path_words = st.one_of(literal_words, st.sampled_from(["42", "x", "a%20b", "~u"]))
+
+
+@st.composite
+def route_shapes(draw: st.DrawFn) -> tuple[str, ...]:
+    """A pattern shape: literals, `{}` for a parameter, and maybe `{*}` for a final rest."""
+    count = draw(st.integers(0, 4))
+    parts = [draw(st.one_of(literal_words, st.just("{}"))) for _ in range(count)]
+    if draw(st.booleans()):
+        parts.append("{*}")
+    return tuple(parts) if parts else ("",)
+
+
+def _pattern(shape: tuple[str, ...], prefix: str) -> str:
+    """A route path for `shape`, its parameters named `{prefix}{index}`."""
+    named = {"{}": "{%s%d}", "{*}": "{%s%d*}"}
+    parts = [named[p] % (prefix, i) if p in named else p for i, p in enumerate(shape)]
+    return "/" + "/".join(parts)
+
+
+#: Method sets no two of which overlap, HEAD-implied-by-GET included; None is all methods.
+DISJOINT_METHODS: tuple[frozenset[str] | None, ...] = (
+    frozenset({"GET"}),
+    frozenset({"POST", "DELETE"}),
+    frozenset({"PUT"}),
+    None,
+)
+
+
+@st.composite
+def route_sets(draw: st.DrawFn) -> list[Route]:
+    """Routes none of which is ambiguous: distinct shapes, and on a shared shape, routes with
+    disjoint methods and different parameter names. Names are dealt at random, so neither
+    names nor the order of the list can decide anything."""
+    shapes = draw(st.lists(route_shapes(), min_size=1, max_size=6, unique=True))
+    drafts: list[tuple[str, frozenset[str] | None]] = []
+    for shape in shapes:
+        siblings = draw(st.lists(st.sampled_from(DISJOINT_METHODS), min_size=1, unique=True))
+        drafts.extend(
+            (_pattern(shape, p), chosen) for p, chosen in zip("pqrs", siblings, strict=False)
+        )
+    names = draw(st.permutations([f"r{index}" for index in range(len(drafts))]))
+    return [
+        Route(name=name, path=path, upstream="u", methods=chosen)
+        for name, (path, chosen) in zip(names, drafts, strict=True)
+    ]
+
+
+def _filled(draw: st.DrawFn, pattern: str) -> list[str]:
+    """The segments of a request path that `pattern` matches, parameters filled in."""
+    parts: list[str] = []
+    for part in pattern.split("/")[1:]:
+        if part.endswith("*}"):
+            parts.extend(draw(st.lists(path_words, max_size=3)))
+        else:
+            parts.append(draw(path_words) if part.startswith("{") else part)
+    return parts
+
+
+@st.composite
+def requests_near(draw: st.DrawFn, routes: list[Route]) -> tuple[str, str]:
+    """A method and a normalised path that often meet one of `routes`: a pattern filled in and
+    one of its methods, or any method on any path of the same words, maybe with a trailing
+    slash."""
+    if draw(st.booleans()):
+        return draw(methods), "/" + "/".join(draw(st.lists(path_words, max_size=6)))
+    target = draw(st.sampled_from(routes))
+    parts = _filled(draw, target.path)
+    if parts and parts[-1] and draw(st.integers(0, 3)) == 0:
+        parts.append("")
+    allowed = sorted(target.allowed_methods or METHODS)
+    return draw(st.one_of(st.sampled_from(allowed), methods)), "/" + "/".join(parts)
+
+
+#: Scope names, look-alikes included: a prefix, a longer scope, another case.
 scope_words = st.sampled_from(
     ["read:contacts", "write:contacts", "delete:contacts", "admin", "read", "READ:contacts",
      "read:contacts_all", "openid"]
@@ -37,53 +213,50 @@ scope_words = st.sampled_from(
 
 @st.composite
 def scope_rules(draw: st.DrawFn) -> ScopeRule:
-    """OR-of-AND requirements with one to three alternatives of one to three scopes."""
+    """OR-of-AND requirements: one to three alternatives of one to three scopes."""
     alternatives = draw(
         st.lists(st.frozensets(scope_words, min_size=1, max_size=3), min_size=1, max_size=3)
     )
     return ScopeRule(tuple(alternatives))
 
 
+#: What a token might grant.
 granted_sets = st.frozensets(scope_words, max_size=5)
 
-literal_segments = st.sampled_from(["contacts", "public", "admin", "v1", "me", "items"])
+#: Claim values that grant nothing when they stand in a scope array.
+junk_items: st.SearchStrategy[Any] = st.one_of(
+    st.integers(), st.none(), st.booleans(), st.just([]), st.just({"a": "b"})
+)
 
 
 @st.composite
-def route_patterns(draw: st.DrawFn) -> str:
-    """Route paths of literal, `{param}` and a final `{rest*}` segment."""
-    count = draw(st.integers(1, 4))
-    parts = []
-    for index in range(count):
-        kind = draw(st.sampled_from(["literal", "literal", "param"]))
-        parts.append(draw(literal_segments) if kind == "literal" else f"{{p{index}}}")
+def scope_claims(draw: st.DrawFn) -> tuple[dict[str, Any], tuple[str, ...], frozenset[str]]:
+    """Claims carrying scopes in `scope` (a string), `scp` (an array with junk items) and the
+    nested `realm_access.roles`, with the claim names to read and the scopes they grant."""
+    claims: dict[str, Any] = {}
+    expected: set[str] = set()
     if draw(st.booleans()):
-        parts.append("{rest*}")
-    return "/" + "/".join(parts)
+        words = draw(st.lists(scope_words, max_size=4))
+        claims["scope"] = draw(st.sampled_from([" ", "  "])).join(words)
+        expected.update(words)
+    if draw(st.booleans()):
+        words = draw(st.lists(scope_words, max_size=4))
+        claims["scp"] = words + draw(st.lists(junk_items, max_size=2))
+        expected.update(words)
+    if draw(st.booleans()):
+        words = draw(st.lists(scope_words, max_size=3))
+        claims["realm_access"] = {"roles": words}
+        expected.update(words)
+    return claims, ("scope", "scp", "realm_access.roles"), frozenset(expected)
+
+
+#: Tokens in RFC 6750's b64token syntax, JWT-like or not.
+b64tokens = st.from_regex(r"[A-Za-z0-9\-._~+/]{1,40}={0,2}", fullmatch=True)
 
 
 @st.composite
-def route_sets(draw: st.DrawFn) -> list[Route]:
-    """Distinct-shaped routes (so none is ambiguous), each with a method set or all methods."""
-    patterns = draw(st.lists(route_patterns(), min_size=1, max_size=12, unique_by=_shape_key))
-    routes = []
-    for index, pattern in enumerate(patterns):
-        methods = draw(
-            st.one_of(
-                st.none(), st.just(frozenset({"GET"})), st.just(frozenset({"POST", "DELETE"}))
-            )
-        )
-        routes.append(Route(name=f"r{index}", path=pattern, upstream="u", methods=methods))
-    return routes
-
-
-def _shape_key(pattern: str) -> str:
-    import re
-
-    return re.sub(r"\{[^}*]+\}", "{}", pattern)
-
-
-#: Concrete request paths built from the same vocabulary as the routes.
-request_paths = st.lists(
-    st.one_of(literal_segments, st.sampled_from(["42", "x", "", "a%20b"])), max_size=6
-).map(lambda parts: "/" + "/".join(parts))
+def bearer_headers(draw: st.DrawFn) -> tuple[str, str]:
+    """A valid `Authorization` value in any case of `Bearer`, one or more spaces, its token."""
+    scheme = "".join(draw(st.sampled_from([c.lower(), c.upper()])) for c in "Bearer")
+    token = draw(b64tokens)
+    return f"{scheme}{' ' * draw(st.integers(1, 3))}{token}", token

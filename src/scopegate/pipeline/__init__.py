@@ -5,6 +5,7 @@ The order every request goes through, one module each:
 
 1. `target`   — origin-form only; RFC 3986 normalisation → the path that is matched and forwarded
 2. `routing`  — most specific route wins → `RouteMatch`, or 404 / 405 with `Allow`
+               (`patterns` parses and checks the route paths it compiles)
 3. `bearer`   — `Authorization: Bearer <token>` → the token, or 401 / 400
    `verify`   — algorithm, issuer, key, signature, times, audience, type → `Principal`, or 401 / 503
    `scopes`   — the route's rule against the token's scopes → nothing, or 403

@@ -1,9 +1,21 @@
 """Step 3a of SPEC §3: the bearer token from the `Authorization` header (RFC 6750 §2.1).
 
 Only the header is read: tokens in query strings, form bodies or cookies are ignored, because
-they leak into logs and caches. The scheme is case-insensitive. Between scheme and token one or
-more spaces are accepted (RFC 9110's `1*SP` in credentials); a tab, or any character outside
-`b64token`, is a malformed request.
+they leak into logs, caches and `Referer`. The answers:
+
+- no `Authorization` header, or one with another scheme (`Basic`, `Token`, `Bearerx`,
+  `Bearer<TAB>x`): `missing_token` (401 with a bare challenge, RFC 6750 §3.1);
+- more than one `Authorization` header: `invalid_request` (400) — which one counts would
+  depend on who reads them;
+- `Bearer` with no token, or a token outside `b64token`: `invalid_request` (400);
+- a token longer than `limits.max_token_bytes`: `malformed_token` (401 `invalid_token`).
+
+The scheme is case-insensitive (RFC 9110 §11.1) and compared in ASCII only. Between scheme and
+token RFC 6750 writes `1*SP`, so one space or several are accepted. Nothing else separates: a
+scheme followed by a tab is not `Bearer` at all (as for a prefix-matching extractor such as
+Envoy's), and a tab or a space inside the token is `invalid_request`, so that no token two
+parsers could cut in different places reaches the verifier. Whitespace around the whole field
+value is not part of it (RFC 9110 §5.5) and is ignored, as aiohttp's own parser does.
 
 Usage::
 
@@ -17,24 +29,50 @@ from collections.abc import Sequence
 
 from scopegate.reasons import Denied, Reason
 
+_SCHEME = "bearer"
+_OWS = " \t"
+# RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
-def extract_bearer(values: Sequence[str], max_token_bytes: int) -> str:
-    """The token of the request's one `Authorization: Bearer` header, or a `Denied`."""
+def _only_value(values: Sequence[str]) -> str:
     if not values:
-        raise Denied(Reason.MISSING_TOKEN, "no bearer token")
+        raise Denied(Reason.MISSING_TOKEN, "no Authorization header")
     if len(values) > 1:
         raise Denied(Reason.INVALID_REQUEST, "more than one Authorization header")
-    value = values[0]
-    scheme, _, credentials = value.partition(" ")
-    if scheme.lower() != "bearer":
-        raise Denied(Reason.MISSING_TOKEN, "no bearer token")
-    token = credentials.lstrip(" ")
-    if not token:
-        raise Denied(Reason.INVALID_REQUEST, "the Bearer scheme carries no token")
+    return values[0].strip(_OWS)
+
+
+def _is_bearer(value: str) -> bool:
+    """Whether the credentials are of the Bearer scheme: `Bearer` alone or before a space.
+
+    The scheme is compared in ASCII only, so that no Unicode case mapping can turn some other
+    word into `bearer`.
+    """
+    scheme, after = value[: len(_SCHEME)], value[len(_SCHEME) : len(_SCHEME) + 1]
+    return scheme.isascii() and scheme.lower() == _SCHEME and after in ("", " ")
+
+
+def extract_bearer(values: Sequence[str], max_token_bytes: int) -> str:
+    """The token of the request's one `Authorization: Bearer` header, or a `Denied`.
+
+    `values` are all the request's `Authorization` field values, in order. No detail ever
+    quotes the token.
+    """
+    value = _only_value(values)
+    if not _is_bearer(value):
+        raise Denied(Reason.MISSING_TOKEN, "the Authorization header is not of the Bearer scheme")
+    token = value[len(_SCHEME) :].lstrip(" ")
+    # The size comes before any parsing, so an oversized token costs a length check. A token
+    # that passes b64token is ASCII, where characters and bytes count the same.
     if len(token) > max_token_bytes:
         raise Denied(Reason.MALFORMED_TOKEN, f"the token is longer than {max_token_bytes} bytes")
+    if not token:
+        raise Denied(Reason.INVALID_REQUEST, "the Bearer scheme carries no token")
     if not _B64TOKEN.fullmatch(token):
-        raise Denied(Reason.INVALID_REQUEST, "the token has characters outside RFC 6750 b64token")
+        raise Denied(
+            Reason.INVALID_REQUEST,
+            "the token must be one RFC 6750 b64token after a space: letters, digits, "
+            "-._~+/ and trailing =",
+        )
     return token

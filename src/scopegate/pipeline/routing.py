@@ -1,14 +1,14 @@
-"""Step 2 of SPEC §3: the route a normalised path and method meet, compiled once at load.
+"""Step 2 of SPEC §3 (and the route choice of SPEC §2): the route a normalised path and method
+meet, from a table compiled once at load.
 
-Patterns are segments: literal, `{name}` (exactly one segment) or `{name*}` (the rest, last
-only). The table is a trie of segments, so a match costs one dict lookup per path segment
-whatever the number of routes — never a scan of regular expressions.
+The table is a trie of pattern segments (see `patterns`), so a match costs a dict lookup per
+path segment, whatever the number of routes; no regular expression runs per request.
 
 Choice does not depend on the order of the file: the most specific route wins, comparing
-segment by segment from the left (literal beats `{param}` beats `{rest*}`); among routes whose
-pattern matches, the first in that order that allows the method wins, and for one pattern a
-route naming its methods beats one allowing all. Matching the path but no method is 405, with
-`Allow` naming every method some matching route allows.
+segment by segment from the left (literal beats `{param}` beats `{rest*}`; a pattern that ends
+beats a `{rest*}` matching nothing); of the routes matching the path, the first in that order
+allowing the method wins, and on one pattern explicit methods beat all methods. Matching the
+path but no method is 405, with `Allow` naming every method those routes allow.
 
 Usage::
 
@@ -18,22 +18,28 @@ Usage::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from scopegate.config.model import Route, Source
 from scopegate.pipeline import RouteMatch
-from scopegate.pipeline.target import normalise_path
+from scopegate.pipeline.patterns import (
+    Kind,
+    PatternError,
+    Segment,
+    Shape,
+    parse_pattern,
+    shape,
+    unreachable,
+)
 from scopegate.reasons import Denied, Reason
-
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\*?)\}")
-_ALL_METHODS = "*"
 
 
 @dataclass(frozen=True, slots=True)
 class RouteIssue:
+    """A problem found compiling the routes: `FILE:LINE:COL: message`, whatever its severity."""
+
     source: Source
     message: str
     severity: Literal["error", "warning"]
@@ -43,192 +49,149 @@ class RouteIssue:
 
 
 @dataclass(frozen=True, slots=True)
-class _Segment:
-    kind: Literal["literal", "param", "rest"]
-    text: str  # the literal, or the parameter's name
+class _Entry:
+    """A route as stored in the trie, with what matching needs worked out once."""
+
+    route: Route
+    allowed: frozenset[str] | None  # `route.allowed_methods`: HEAD wherever GET
+    names: tuple[str, ...]  # the {param} names, in path order
+    rest: str | None  # the {rest*} name, if the pattern has one
+    segments: tuple[Segment, ...]
+
+    @classmethod
+    def of(cls, route: Route, segments: tuple[Segment, ...]) -> _Entry:
+        names = tuple(s.text for s in segments if s.kind is Kind.PARAM)
+        rest = segments[-1].text if segments[-1].kind is Kind.REST else None
+        return cls(route, route.allowed_methods, names, rest, segments)
+
+    @property
+    def order(self) -> tuple[object, ...]:
+        """Most specific first (segment by segment; literal text breaks ties, so a listing
+        groups by prefix), then explicit methods before all, then by name: whatever the file's
+        order, the same."""
+        methods = self.route.methods
+        return (shape(self.segments), methods is None, sorted(methods or ()), self.route.name)
 
 
-def parse_pattern(pattern: str) -> list[_Segment]:
-    """A route path as segments; raises ValueError naming what is wrong."""
-    if not pattern.startswith("/"):
-        raise ValueError("a route path must start with /")
-    parts = pattern.split("/")[1:]
-    segments: list[_Segment] = []
-    names: set[str] = set()
-    for index, part in enumerate(parts):
-        match = _PARAM.fullmatch(part)
-        if match is None:
-            if "{" in part or "}" in part:
-                raise ValueError(f"segment {part!r}: a parameter must be a whole segment")
-            segments.append(_Segment("literal", part))
-            continue
-        name, star = match.groups()
-        if name in names:
-            raise ValueError(f"parameter {{{name}}} appears twice")
-        names.add(name)
-        if star and index != len(parts) - 1:
-            raise ValueError(f"{{{name}*}} must be the last segment")
-        segments.append(_Segment("rest" if star else "param", name))
-    return segments
-
-
-def _shape(segments: list[_Segment]) -> tuple[str, ...]:
-    """What two patterns share when they match exactly the same paths."""
-    return tuple(
-        "l:" + s.text if s.kind == "literal" else ("{}" if s.kind == "param" else "{*}")
-        for s in segments
-    )
-
-
-@dataclass
+@dataclass(slots=True)
 class _Node:
     literals: dict[str, _Node] = field(default_factory=dict)
     param: _Node | None = None
-    rest: list[tuple[Route, str]] = field(default_factory=list)  # (route, rest name)
-    here: list[Route] = field(default_factory=list)  # routes whose pattern ends at this node
+    here: list[_Entry] = field(default_factory=list)  # patterns that end at this node
+    rest: list[_Entry] = field(default_factory=list)  # patterns whose {rest*} starts here
 
 
-def _ordered(routes: list[Route]) -> list[Route]:
-    """Explicit methods before all-methods; otherwise as written (ambiguity is an error)."""
-    return sorted(routes, key=lambda route: route.methods is None)
+class _Search:
+    """One depth-first walk of the trie for one request, most specific branch first.
+
+    A trie node sits at one depth and is reached by one edge, and each step consumes one path
+    segment, so a walk visits every node at most once: hostile paths cost at most the size of
+    the table, never an exponential number of backtracks.
+    """
+
+    __slots__ = ("allowed", "method", "parts", "values")
+
+    def __init__(self, method: str, path: str) -> None:
+        self.method = method
+        self.parts = path.split("/")[1:]
+        self.values: list[str] = []
+        self.allowed: set[str] = set()  # methods of every route that matched the path
+
+    def walk(self, node: _Node, index: int) -> tuple[_Entry, dict[str, str]] | None:
+        if index == len(self.parts):
+            entry = self._first_allowing(node.here)
+            if entry is not None:
+                return entry, dict(zip(entry.names, self.values, strict=True))
+        else:
+            found = self._descend(node, index)
+            if found is not None:
+                return found
+        entry = self._first_allowing(node.rest)
+        if entry is None or entry.rest is None:
+            return None
+        params = dict(zip(entry.names, self.values, strict=True))
+        params[entry.rest] = "/".join(self.parts[index:])
+        return entry, params
+
+    def _descend(self, node: _Node, index: int) -> tuple[_Entry, dict[str, str]] | None:
+        part = self.parts[index]
+        child = node.literals.get(part)
+        if child is not None:
+            found = self.walk(child, index + 1)
+            if found is not None:
+                return found
+        if node.param is None or not part:
+            return None
+        self.values.append(part)
+        found = self.walk(node.param, index + 1)
+        self.values.pop()
+        return found
+
+    def _first_allowing(self, entries: list[_Entry]) -> _Entry | None:
+        for entry in entries:
+            if entry.allowed is None or self.method in entry.allowed:
+                return entry
+            self.allowed.update(entry.allowed)
+        return None
 
 
 class RouteTable:
-    def __init__(self) -> None:
-        self._root = _Node()
-        self._routes: list[tuple[tuple[int, ...], Route]] = []
-        self._names: dict[str, list[str]] = {}  # route name -> its {param} names, in order
+    """The compiled routes: `match` per request, iteration (most specific first) for `check`."""
 
-    def _add(self, route: Route, segments: list[_Segment]) -> None:
+    def __init__(self, routes: Sequence[tuple[Route, tuple[Segment, ...]]] = ()) -> None:
+        self._root = _Node()
+        entries = sorted(
+            (_Entry.of(route, segments) for route, segments in routes),
+            key=lambda entry: entry.order,
+        )
+        self._routes = tuple(entry.route for entry in entries)
+        for entry in entries:
+            self._insert(entry)
+
+    def _insert(self, entry: _Entry) -> None:
         node = self._root
-        names: list[str] = []
-        for segment in segments:
-            if segment.kind == "literal":
-                node = node.literals.setdefault(segment.text, _Node())
-            elif segment.kind == "param":
-                names.append(segment.text)
-                if node.param is None:
-                    node.param = _Node()
+        for segment in entry.segments:
+            if segment.kind is Kind.REST:
+                node.rest.append(entry)
+                return
+            if segment.kind is Kind.PARAM:
+                node.param = node.param or _Node()
                 node = node.param
             else:
-                node.rest.append((route, segment.text))
-                node.rest.sort(key=lambda entry: entry[0].methods is None)
-                break
-        else:
-            node.here.append(route)
-            node.here[:] = _ordered(node.here)
-        self._names[route.name] = names
-        rank = tuple({"literal": 0, "param": 1, "rest": 2}[s.kind] for s in segments)
-        self._routes.append((rank, route))
+                node = node.literals.setdefault(segment.text, _Node())
+        node.here.append(entry)
 
     def __len__(self) -> int:
         return len(self._routes)
 
     def __iter__(self) -> Iterator[Route]:
-        """Routes most specific first, as `check` prints them."""
-        return (
-            route for _, route in sorted(self._routes, key=lambda item: (item[0], item[1].path))
-        )
+        """Routes most specific first, as `check` prints them; the same for any file order."""
+        return iter(self._routes)
 
     def match(self, method: str, path: str) -> RouteMatch:
-        parts = path.split("/")[1:]
-        allowed: set[str] = set()
-        found = self._search(self._root, parts, 0, [], method, allowed)
+        """The route for `method` on `path` (already normalised by `target.parse_target`).
+
+        Raises `Denied(no_route)` (404) or `Denied(method_not_allowed, allow=...)` (405).
+        """
+        search = _Search(method, path)
+        found = search.walk(self._root, 0)
         if found is not None:
-            route, values, rest = found
-            return RouteMatch(route, path, self._params(route, values, rest))
-        if allowed:
-            methods = tuple(sorted(allowed - {_ALL_METHODS}))
+            entry, params = found
+            return RouteMatch(entry.route, path, params)
+        if search.allowed:
             raise Denied(
-                Reason.METHOD_NOT_ALLOWED, f"{method} is not allowed here", allow=methods,
+                Reason.METHOD_NOT_ALLOWED,
+                f"{method} is not allowed on this path",
+                allow=tuple(sorted(search.allowed)),
                 challenge=False,
-            )  # fmt: skip
+            )
         raise Denied(Reason.NO_ROUTE, "no route matches this path", challenge=False)
-
-    def _params(
-        self, route: Route, values: list[str], rest: tuple[str, str] | None
-    ) -> dict[str, str]:
-        names = self._names[route.name]
-        params = dict(zip(names, values, strict=False))
-        if rest is not None:
-            params[rest[0]] = rest[1]
-        return params
-
-    def _search(
-        self,
-        node: _Node,
-        parts: list[str],
-        index: int,
-        values: list[str],
-        method: str,
-        allowed: set[str],
-    ) -> tuple[Route, list[str], tuple[str, str] | None] | None:
-        """Depth-first, most specific branch first; the first route allowing `method` wins."""
-        if index == len(parts):
-            route = _first_allowing(node.here, method, allowed)
-            if route is not None:
-                return route, list(values), None
-        else:
-            child = node.literals.get(parts[index])
-            if child is not None:
-                found = self._search(child, parts, index + 1, values, method, allowed)
-                if found is not None:
-                    return found
-            if node.param is not None and parts[index] != "":
-                values.append(parts[index])
-                found = self._search(node.param, parts, index + 1, values, method, allowed)
-                values.pop()
-                if found is not None:
-                    return found
-        for route, name in node.rest:
-            if _allows(route, method, allowed):
-                return route, list(values), (name, "/".join(parts[index:]))
-        return None
-
-
-def _allows(route: Route, method: str, allowed: set[str]) -> bool:
-    methods = route.allowed_methods
-    if methods is None:
-        allowed.add(_ALL_METHODS)
-        return True
-    allowed.update(methods)
-    return method in methods
-
-
-def _first_allowing(routes: list[Route], method: str, allowed: set[str]) -> Route | None:
-    for route in routes:
-        if _allows(route, method, allowed):
-            return route
-    return None
-
-
-def _unreachable(route: Route, segments: list[_Segment]) -> str | None:
-    """Why no normalised path can ever reach `route`, if that is so."""
-    if route.methods is not None and not route.methods:
-        return "it allows no method"
-    for index, segment in enumerate(segments):
-        if segment.kind != "literal":
-            continue
-        if segment.text == "" and index != len(segments) - 1:
-            return "it contains // and requests have runs of / merged"
-        try:
-            normal = normalise_path("/" + segment.text)
-        except Denied as denied:
-            return f"segment {segment.text!r} is always refused ({denied.detail})"
-        if normal != "/" + segment.text:
-            return f"segment {segment.text!r} never appears in a normalised path ({normal[1:]!r})"
-    return None
-
-
-def _overlap(a: Route, b: Route) -> bool:
-    methods_a, methods_b = a.allowed_methods, b.allowed_methods
-    if methods_a is None or methods_b is None:
-        return methods_a is None and methods_b is None
-    return bool(methods_a & methods_b)
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledRoutes:
+    """The table and every issue found building it; the table is usable only without errors."""
+
     table: RouteTable
     issues: tuple[RouteIssue, ...]
 
@@ -241,30 +204,47 @@ class CompiledRoutes:
         return tuple(issue for issue in self.issues if issue.severity == "warning")
 
 
+def _overlap(a: Route, b: Route) -> bool:
+    """Whether one request method could reach both routes with the same specificity."""
+    methods_a, methods_b = a.allowed_methods, b.allowed_methods
+    if methods_a is None or methods_b is None:
+        # Explicit methods beat all methods on one pattern, so only two "all" routes collide.
+        return methods_a is None and methods_b is None
+    return bool(methods_a & methods_b)
+
+
+def _issues_of(route: Route, segments: Sequence[Segment], same: list[Route]) -> list[RouteIssue]:
+    issues = [
+        RouteIssue(
+            route.source,
+            f'route "{route.name}" is ambiguous: it matches the same requests as route '
+            f'"{other.name}" at {other.source}',
+            "error",
+        )
+        for other in same
+        if _overlap(route, other)
+    ]
+    why = unreachable(route.methods, segments)
+    if why is not None:
+        message = f'route "{route.name}" can never match: {why}'
+        issues.append(RouteIssue(route.source, message, "warning"))
+    return issues
+
+
 def compile_routes(routes: Sequence[Route]) -> CompiledRoutes:
     """The route table, with every invalid, ambiguous or unreachable route reported."""
-    table = RouteTable()
     issues: list[RouteIssue] = []
-    by_shape: dict[tuple[str, ...], list[Route]] = {}
+    compiled: list[tuple[Route, tuple[Segment, ...]]] = []
+    by_shape: dict[Shape, list[Route]] = {}
     for route in routes:
         try:
             segments = parse_pattern(route.path)
-        except ValueError as error:
-            issues.append(RouteIssue(route.source, f"route {route.name}: {error}", "error"))
+        except PatternError as error:
+            message = f'route "{route.name}": path "{route.path}" is invalid: {error}'
+            issues.append(RouteIssue(route.source, message, "error"))
             continue
-        reason = _unreachable(route, segments)
-        if reason is not None:
-            issues.append(
-                RouteIssue(route.source, f"route {route.name} can never match: {reason}", "warning")
-            )
-        for other in by_shape.setdefault(_shape(segments), []):
-            if _overlap(route, other):
-                issues.append(RouteIssue(
-                    route.source,
-                    f"route {route.name} is ambiguous: it matches the same requests as route "
-                    f"{other.name} at {other.source}",
-                    "error",
-                ))  # fmt: skip
-        by_shape[_shape(segments)].append(route)
-        table._add(route, segments)
-    return CompiledRoutes(table, tuple(issues))
+        same = by_shape.setdefault(shape(segments), [])
+        issues.extend(_issues_of(route, segments, same))
+        same.append(route)
+        compiled.append((route, segments))
+    return CompiledRoutes(RouteTable(compiled), tuple(issues))

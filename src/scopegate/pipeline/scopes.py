@@ -50,22 +50,34 @@ def granted_scopes(claims: Mapping[str, Any], scope_claims: Sequence[str]) -> fr
     return frozenset(granted)
 
 
-def missing_scopes(rule: ScopeRule, granted: frozenset[str]) -> frozenset[str]:
-    """What the alternative closest to being met still lacks (empty when the rule is met).
+def closest_alternative(rule: ScopeRule, granted: frozenset[str]) -> frozenset[str] | None:
+    """The alternative that misses the fewest scopes, or None when the rule has none at all.
 
     Ties go to the alternative written first, so the answer is stable for a given file.
     """
-    return min((alternative - granted for alternative in rule.alternatives), key=len)
+    return min(rule.alternatives, key=lambda alternative: len(alternative - granted), default=None)
+
+
+def missing_scopes(rule: ScopeRule, granted: frozenset[str]) -> frozenset[str]:
+    """What the alternative closest to being met still lacks (empty when the rule is met, and
+    for a rule with no alternative, which lacks nothing nameable; `require` refuses it)."""
+    closest = closest_alternative(rule, granted)
+    return frozenset() if closest is None else closest - granted
 
 
 def require(rule: ScopeRule, granted: frozenset[str]) -> None:
-    """Pass when some alternative of ``rule`` is wholly granted; otherwise refuse with 403."""
-    missing = missing_scopes(rule, granted)
-    if not missing:
+    """Pass when some alternative of ``rule`` is wholly granted; otherwise refuse with 403.
+
+    A rule without any alternative (the loader never builds one) is met by no token: it fails
+    closed with a 403 instead of crashing.
+    """
+    closest = closest_alternative(rule, granted)
+    if closest is None:
+        raise Denied(Reason.INSUFFICIENT_SCOPE, "no combination of scopes meets this route")
+    if closest <= granted:
         return
-    closest = next(alt for alt in rule.alternatives if alt - granted == missing)
     raise Denied(
         Reason.INSUFFICIENT_SCOPE,
-        f"the token lacks the scope(s): {' '.join(sorted(missing))}",
+        f"the token lacks the scope(s): {' '.join(sorted(closest - granted))}",
         scope=" ".join(sorted(closest)),
     )

@@ -1,28 +1,48 @@
-"""Loading a configuration file: YAML with positions → JSON Schema → semantic build.
+"""Loading a configuration file (SPEC §2): the steps, and the checks across sections.
 
 Usage::
 
     config = load_config("scopegate.yaml")       # raises ConfigErrors with every problem
+
+1. `yaml_nodes` — YAML → plain data with positions; `${NAME}` expanded; duplicate keys refused
+2. `schema.json` — structure, types, unknown keys (worded by `errors.schema_errors`)
+3. `build` — each section → its frozen `model` value, with the checks a schema cannot make
+4. here — what spans sections: references to upstreams, unique names, distinct ports
+
+Each step reports everything it finds, and skips what an earlier step already reported, so
+one mistake is said once and every mistake is said in one run.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
-from typing import Any, cast
+from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import Draft202012Validator
 
-from scopegate.config.build import Builder, build_config
-from scopegate.config.errors import ConfigError, ConfigErrors, path_text
-from scopegate.config.model import Config, Source
-from scopegate.config.yaml_nodes import Document, Path, read_document
+from scopegate.config import build, lint
+from scopegate.config.build import Builder, valid_host
+from scopegate.config.errors import (
+    ConfigError,
+    ConfigErrors,
+    Path,
+    describe,
+    path_text,
+    quoted,
+    schema_errors,
+)
+from scopegate.config.model import Address, Config, Source
+from scopegate.config.yaml_nodes import Document, read_document
 
-MAX_FILE_BYTES = 1 << 20
+__all__ = ["MAX_FILE_BYTES", "load_config", "load_config_text"]
+
+MAX_FILE_BYTES = 1 << 20  # a configuration is a few KiB; more is a mistake or an attack
+_WILDCARDS = frozenset({"0.0.0.0", "::"})
+_LISTEN, _ADMIN = Address("0.0.0.0", 8080), Address("127.0.0.1", 9100)  # SPEC §2 defaults
 
 
 @cache
@@ -31,97 +51,154 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
-_JSON_TYPES = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-               int: "a number", float: "a number", type(None): "empty"}  # fmt: skip
-
-
-def _describe(value: Any) -> str:
-    return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
-def _schema_errors(document: Document) -> tuple[list[ConfigError], list[Path]]:
-    errors: list[ConfigError] = []
-    paths: list[Path] = []
-    for error in _validator().iter_errors(document.data):
-        path: Path = tuple(error.absolute_path)
-        if path in document.unresolved:
-            continue
-        paths.append(path)
-        errors.extend(_explain(document, path, error))
-    return errors, paths
-
-
-def _explain(document: Document, path: Path, error: ValidationError) -> list[ConfigError]:
-    where = path_text(path)
-    schema: Any = error.schema
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = sorted(schema.get("properties", {}))
-        extra = [key for key in error.instance if key not in allowed]
-        out = []
-        for key in extra:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f' (did you mean "{close[0]}"?)' if close else f" (known: {', '.join(allowed)})"
-            out.append(ConfigError(document.source((*path, key), key=True),
-                                   f'{where}: unknown key "{key}"{hint}'))  # fmt: skip
-        return out
-    if error.validator == "required":
-        missing = str(error.message).split("'")[1]
-        return [ConfigError(document.source(path), f'{where}: missing required key "{missing}"')]
-    if error.validator == "type":
-        wanted = error.validator_value
-        wanted_text = " or ".join(wanted) if isinstance(wanted, list) else wanted
-        got = _describe(error.instance)
-        return [ConfigError(document.source(path), f"{where}: expected {wanted_text}, got {got}")]
-    if error.validator in ("oneOf", "anyOf") and isinstance(schema, dict) and "x-error" in schema:
-        return [ConfigError(document.source(path), f"{where}: {schema['x-error']}")]
-    if error.validator == "enum":
-        choices = ", ".join(json.dumps(v) for v in cast(list[Any], error.validator_value))
-        return [ConfigError(document.source(path), f"{where}: must be one of {choices}")]
-    return [ConfigError(document.source(path), f"{where}: {_plain(error)}")]
-
-
-def _plain(error: ValidationError) -> str:
-    value = error.validator_value
-    messages = {
-        "minItems": f"needs at least {value} item(s)",
-        "minProperties": f"needs at least {value} entry",
-        "minLength": "must not be empty",
-        "minimum": f"must be at least {value}",
-        "exclusiveMinimum": f"must be greater than {value}",
-    }
-    return messages.get(str(error.validator), str(error.message))
-
-
-def load_config_text(text: str, filename: str, env: Mapping[str, str] | None = None) -> Config:
-    document, errors = read_document(text, filename, os.environ if env is None else env)
-    if document.data is None or (errors and not isinstance(document.data, dict)):
-        raise ConfigErrors(errors or [ConfigError(Source(filename, 1, 1), "the file is empty")])
-    if not isinstance(document.data, dict):
-        raise ConfigErrors([ConfigError(Source(filename, 1, 1), "the file must be a mapping")])
-    schema_errors, reported = _schema_errors(document)
-    builder = Builder(document, [*reported, *document.unresolved])
-    config = build_config(builder)
-    errors += schema_errors + builder.errors
-    if errors:
-        raise ConfigErrors(errors)
-    return config
-
-
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and load the file at `path` (UTF-8, at most `MAX_FILE_BYTES`); `env=None` means
+    `os.environ`. Raises `ConfigErrors`, at 1:1 when the file itself is the problem."""
     name = os.fspath(path)
+    start = Source(name, 1, 1)
     try:
         with open(name, "rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)
     except OSError as error:
-        raise ConfigErrors(
-            [ConfigError(Source(name, 1, 1), f"cannot read: {error.strerror}")]
-        ) from None
+        raise ConfigErrors([ConfigError(start, f"cannot read: {error.strerror}")]) from None
     if len(raw) > MAX_FILE_BYTES:
-        raise ConfigErrors([ConfigError(Source(name, 1, 1), f"larger than {MAX_FILE_BYTES} bytes")])
+        message = f"larger than {MAX_FILE_BYTES} bytes: refused"
+        raise ConfigErrors([ConfigError(start, message)])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ConfigErrors(
-            [ConfigError(Source(name, 1, 1), f"not UTF-8 text: {error.reason}")]
-        ) from None
+        line = raw.count(b"\n", 0, error.start) + 1
+        col = error.start - raw.rfind(b"\n", 0, error.start)
+        message = f"not UTF-8 text: {error.reason} (byte 0x{raw[error.start]:02x})"
+        raise ConfigErrors([ConfigError(Source(name, line, col), message)]) from None
     return load_config_text(text, name, env)
+
+
+def load_config_text(text: str, filename: str, env: Mapping[str, str] | None = None) -> Config:
+    """The `Config` that `text` describes; `filename` only positions the errors.
+
+    Raises `ConfigErrors` with every problem found, and never anything else.
+    """
+    if len(text) > MAX_FILE_BYTES:
+        message = f"larger than {MAX_FILE_BYTES} characters: refused"
+        raise ConfigErrors([ConfigError(Source(filename, 1, 1), message)])
+    document, errors = read_document(text, filename, os.environ if env is None else env)
+    if not isinstance(document.data, dict):
+        if document.data is not None or not errors:  # else: empty, or not YAML, as reported
+            got = describe(document.data)
+            message = f"expected a mapping of sections (issuers, upstreams, routes), got {got}"
+            errors.append(ConfigError(Source(filename, 1, 1), message))
+        raise ConfigErrors(errors)
+    errors += schema_errors(document, _validator())
+    builder = Builder(document)
+    config = _assemble(builder)
+    if errors or builder.errors:
+        raise ConfigErrors(errors + builder.errors)
+    return config
+
+
+def _assemble(b: Builder) -> Config:
+    """The `Config` of a checked document; problems go to `b.errors`, and then the result is
+    not to be used (the parts with errors hold defaults)."""
+    doc = b.doc
+    upstreams = [build.upstream(b, path) for path in _items(doc, "upstreams", dict)]
+    issuers = [(path, build.issuer(b, path)) for path in _items(doc, "issuers", list)]
+    routes = [(path, build.route(b, path)) for path in _items(doc, "routes", list)]
+    _check_references(b)
+    _check_unique(b, "issuer", [((*p, "issuer"), p, i.issuer) for p, i in issuers if i])
+    # A default name ("GET /x") has no place of its own in the file: point at its route.
+    names = [((*p, "name") if "name" in doc.get(p) else p, p, r.name) for p, r in routes if r]
+    _check_unique(b, "route name", names)
+    listen, admin = _listeners(b)
+    scopes, scope_sources = lint.catalogue(b)
+    return Config(
+        issuers=tuple(issuer for _, issuer in issuers if issuer),
+        upstreams={upstream.name: upstream for upstream in upstreams if upstream},
+        routes=tuple(route for _, route in routes if route),
+        listen=listen,
+        admin_listen=admin,
+        jwks=build.jwks(b),
+        limits=build.limits(b),
+        scopes=scopes,
+        scope_sources=scope_sources,
+        forward=build.forwarding(b),
+        file=doc.file,
+    )
+
+
+def _items(doc: Document, section: str, kind: type[list[Any] | dict[str, Any]]) -> list[Path]:
+    """The paths of the items of a list or mapping section, with errors or not."""
+    value = doc.get((section,))
+    if not isinstance(value, kind):
+        return []
+    keys = value if isinstance(value, dict) else range(len(value))
+    return [(section, key) for key in keys]
+
+
+def _check_references(b: Builder) -> None:
+    """Each route's `upstream` must be defined: checked on routes with other mistakes too, since
+    a wrong reference is worth saying in the same run."""
+    defined, routes = b.doc.get(("upstreams",)), b.doc.get(("routes",))
+    if not isinstance(defined, dict) or not defined or not isinstance(routes, list):
+        return  # the schema has said what is wrong with the section itself
+    for index, spec in enumerate(routes):
+        where = ("routes", index, "upstream")
+        name = spec.get("upstream") if isinstance(spec, dict) else None
+        if isinstance(name, str) and name not in defined and b.doc.clean(where):
+            names = ", ".join(quoted(name)[1:-1] for name in sorted(defined))
+            b.error(where, f"{quoted(name)} is not a defined upstream (defined: {names})")
+
+
+def _check_unique(b: Builder, what: str, named: list[tuple[Path, Path, str]]) -> None:
+    """Each `(where, owner, value)` whose value an earlier owner has is an error at `where`."""
+    first: dict[str, Path] = {}
+    for where, owner, value in named:
+        if value in first:
+            seen = first[value]
+            line = b.doc.source(seen).line
+            b.error(
+                where, f"{what} {quoted(value)} is already used by {path_text(seen)} (line {line})"
+            )
+        first.setdefault(value, owner)
+
+
+def parse_address(text: str) -> Address:
+    """`host:port` or `[v6]:port` → `Address`; raises ValueError saying what is wrong."""
+    host, bracketed, port = text.rpartition(":")
+    if bracketed and host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not valid_host(host) or ":" not in host:
+            raise ValueError(f'"[{host}]" is not an IPv6 address')
+    elif ":" in host:
+        raise ValueError("write an IPv6 address in brackets: [::1]:8080")
+    elif not host or not valid_host(host):
+        raise ValueError("expected host:port, e.g. 0.0.0.0:8080 for every interface")
+    if not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise ValueError("expected a port from 0 to 65535 after the last :")
+    return Address(host, int(port))
+
+
+def _address(b: Builder, key: str, default: Address) -> Address | None:
+    """The address at top-level `key`: `default` when absent, None when wrong (and reported)."""
+    text = b.doc.get((key,))
+    if not b.doc.clean((key,)):
+        return None
+    if text is None:
+        return default
+    try:
+        return parse_address(text)
+    except ValueError as error:
+        b.error((key,), f"{quoted(text)}: {error}")
+        return None
+
+
+def _listeners(b: Builder) -> tuple[Address, Address]:
+    """`listen` and `admin_listen`, checked against each other: two listeners on one port
+    cannot both bind, which is better said now than at start-up."""
+    public, admin = _address(b, "listen", _LISTEN), _address(b, "admin_listen", _ADMIN)
+    if public and admin and public.port == admin.port != 0:
+        hosts = {public.host, admin.host}
+        where = "admin_listen" if b.doc.get(("admin_listen",)) else "listen"  # the one written
+        if len(hosts) == 1 or hosts & _WILDCARDS:
+            b.error((where,), f"listen ({public}) and admin_listen ({admin}) cannot share a port")
+    return public or _LISTEN, admin or _ADMIN

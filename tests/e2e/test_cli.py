@@ -70,6 +70,16 @@ async def test_demo_prints_commands_whose_answers_are_as_promised() -> None:
         assert [status for status, _ in pairs] == [200, 401, 401, 401, 403, 204, 200]
         for status, command in pairs:
             assert await _curl(command) == status, command
+        issuer = re.search(r"issuer (http://\S+)", lines[0])
+        assert issuer is not None
+        gateway = lines[0].split()[3]
+        minted = await asyncio.to_thread(
+            run, "token", "--issuer", issuer.group(1), "--audience",
+            "https://contacts.example.com", "--scopes", "read:contacts",
+        )  # fmt: skip
+        assert minted.returncode == 0, minted.stderr
+        command = f"curl -si -H 'Authorization: Bearer {minted.stdout.strip()}' {gateway}/contacts"
+        assert await _curl(command) == 200  # a token from `scopegate token` opens the demo
         metrics_command = next(line for line in lines if "/metrics |" in line)
         metrics_url = metrics_command.split()[2]
         async with aiohttp.ClientSession() as http, http.get(metrics_url) as response:

@@ -194,6 +194,13 @@ async def wait_ready(gateway: RunningGateway, attempts: int = 200) -> None:
     raise AssertionError(f"gateway never became ready: {gateway.runtime.not_ready()}")
 
 
+@pytest.fixture(name="session")
+async def _session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session for tests that talk to a server themselves (key fetches)."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
 @pytest.fixture(name="env")
 async def _env() -> AsyncIterator[Env]:
     async with gateway_env() as env:

@@ -32,12 +32,6 @@ def without(jwk: dict[str, Any], *names: str) -> dict[str, Any]:
     return {name: value for name, value in jwk.items() if name not in names}
 
 
-@pytest.fixture(name="session")
-async def _session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 @pytest.fixture(name="server")
 async def _server() -> AsyncIterator[JwksServer]:
     async with JwksServer([]) as server:

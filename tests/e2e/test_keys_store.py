@@ -37,12 +37,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(name="session")
-async def _session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 @pytest.fixture(name="server")
 async def _server() -> AsyncIterator[JwksServer]:
     async with JwksServer([KEY]) as server:

@@ -27,6 +27,7 @@ from scopegate.config.model import Address, Config
 from scopegate.connection import GatewayServer
 from scopegate.gateway import Gateway
 from scopegate.metrics import Metrics
+from scopegate.proxy.pool import UpstreamPool
 from scopegate.proxy.upstream import new_session
 from scopegate.runtime import Runtime
 
@@ -96,7 +97,8 @@ class RunningGateway:
         the workers of a supervisor) and serve until the context exits."""
         metrics = Metrics(registry or CollectorRegistry())
         session = new_session()
-        gateway = Gateway(Runtime.build(config, session, metrics), session, metrics)
+        pool = UpstreamPool()
+        gateway = Gateway(Runtime.build(config, session, metrics), pool, metrics)
         public = web.ServerRunner(
             _public_server(gateway, metrics, config), shutdown_timeout=shutdown_grace
         )
@@ -121,6 +123,7 @@ class RunningGateway:
                 await admin.cleanup()
             await gateway.runtime.retire()
             await session.close()
+            pool.close()
 
 
 def _public_server(gateway: Gateway, metrics: Metrics, config: Config) -> GatewayServer:

@@ -25,6 +25,7 @@ from scopegate.pipeline.scopes import require
 from scopegate.pipeline.target import parse_target
 from scopegate.problems import REQUEST_ID_HEADER, plain_problem, problem_response, request_id
 from scopegate.proxy import upstream
+from scopegate.proxy.pool import UpstreamPool
 from scopegate.reasons import Denied, Reason
 from scopegate.runtime import Runtime
 
@@ -48,12 +49,12 @@ class Gateway:
     def __init__(
         self,
         runtime: Runtime,
-        session: aiohttp.ClientSession,
+        pool: UpstreamPool,
         metrics: Metrics,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.runtime = runtime
-        self._session = session
+        self._pool = pool
         self._metrics = metrics
         self._clock = clock
 
@@ -145,7 +146,7 @@ class Gateway:
         target = target_upstream.base_path + path + ("" if query is None else "?" + query)
         try:
             return await upstream.forward(
-                self._session,
+                self._pool,
                 request,
                 target_upstream,
                 target,

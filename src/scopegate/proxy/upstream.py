@@ -13,25 +13,21 @@ must carry.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from scopegate.config.model import Upstream
 from scopegate.proxy.headers import response_headers
+from scopegate.proxy.http1 import AnswerHead, UpstreamClosed, UpstreamConnection, UpstreamTimeout
+from scopegate.proxy.pool import ConnectFailed, UpstreamPool
 
 FailureKind = Literal["connect", "timeout", "reset"]
-
-# aiohttp's client would otherwise add headers the client never sent.
-SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
-
 
 SMALL_BODY = 65536  # answers up to this size (with Content-Length) are sent in one write
 
@@ -56,40 +52,19 @@ class UpstreamFailure(Exception):
         return 504 if self.kind == "timeout" else 502
 
 
-def new_session(*, connection_limit: int = 1024) -> aiohttp.ClientSession:
-    """The one client session of a gateway: pooled keep-alive connections, no cookie jar (cookies
-    of one client must never ride along with another's request), nothing decompressed."""
+def new_session() -> aiohttp.ClientSession:
+    """The client session for key fetches: no cookie jar, nothing decompressed."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=connection_limit, enable_cleanup_closed=True),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
-        skip_auto_headers=SKIP_AUTO_HEADERS,
         timeout=aiohttp.ClientTimeout(total=None),
     )
 
 
-class _LimitedBody:
-    """The client's body as an async iterator that stops the transfer past `limit` bytes."""
-
-    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
-        self._content = content
-        self._limit = limit
-        self.exceeded = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        received = 0
-        async for chunk in self._content.iter_any():
-            received += len(chunk)
-            if received > self._limit:
-                self.exceeded = True
-                raise BodyTooLarge
-            yield chunk
-
-
 def _classify(exc: BaseException) -> UpstreamFailure:
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+    if isinstance(exc, ConnectFailed):
         return UpstreamFailure("connect", "the upstream could not be reached")
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, UpstreamTimeout):
         return UpstreamFailure("timeout", "the upstream did not answer in time")
     return UpstreamFailure("reset", "the upstream closed the connection")
 
@@ -98,8 +73,18 @@ ObserveUpstream = Callable[[str, float], None]
 ObserveFailure = Callable[[str, FailureKind], None]
 
 
+def request_head(method: str, target: str, headers: CIMultiDict[str]) -> bytes:
+    """The request line and header block, as they go on the wire."""
+    lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    if lines.count("\n") != len(headers):
+        # Client headers arrive parsed (no CR or LF) and claims are JSON-escaped; this only
+        # guards that promise, because a line break here would be a second request.
+        raise ValueError("a header value holds a line break")
+    return f"{method} {target} HTTP/1.1\r\n{lines}\r\n".encode("latin-1")
+
+
 async def forward(
-    session: aiohttp.ClientSession,
+    pool: UpstreamPool,
     request: web.BaseRequest,
     upstream: Upstream,
     target: str,
@@ -112,35 +97,90 @@ async def forward(
 ) -> web.StreamResponse:
     """Send the request to `upstream` at `target` (path and query, already encoded) and stream the
     answer back. Raises `BodyTooLarge` or `UpstreamFailure` while no byte of an answer was sent."""
-    body = _LimitedBody(request.content, body_limit) if request.body_exists else None
+    has_body = request.body_exists
     if request.content_length is not None:
         headers["Content-Length"] = str(request.content_length)
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.timeout
-    )
+    elif has_body:
+        headers["Transfer-Encoding"] = "chunked"
+    head = request_head(request.method, target, headers)
     started = time.perf_counter()
     try:
-        async with session.request(
-            request.method,
-            URL(upstream.origin + target, encoded=True),
-            headers=headers,
-            data=body.__aiter__() if body is not None else None,
-            allow_redirects=False,
-            timeout=timeout,
-            compress=None,
-        ) as answer:
-            relayed = await _relay(request, answer, extra_response_headers)
-            if not relayed.complete:
-                observe_failure(upstream.name, "reset")
-            return relayed.response
-    except BodyTooLarge:
-        raise
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        if body is not None and body.exceeded:
-            raise BodyTooLarge from exc
-        raise _classify(exc) from exc
+        connection = await _send(pool, request, upstream, head, has_body, body_limit)
+        try:
+            relayed = await _relay(request, connection, upstream.timeout, extra_response_headers)
+        finally:
+            pool.release(upstream, connection)
+        if not relayed.complete:
+            observe_failure(upstream.name, "reset")
+        return relayed.response
     finally:
         observe(upstream.name, time.perf_counter() - started)
+
+
+async def _send(
+    pool: UpstreamPool,
+    request: web.BaseRequest,
+    upstream: Upstream,
+    head: bytes,
+    has_body: bool,
+    body_limit: int,
+) -> UpstreamConnection:
+    """A connection whose answer's head has arrived. A kept-alive connection the upstream closed
+    just as the request went out is retried once on a new one when no body had to be sent: the
+    request was not seen, and repeating it is safe."""
+    fresh = False
+    while True:
+        try:
+            connection, reused = await pool.acquire(upstream, fresh=fresh)
+        except ConnectFailed as error:
+            raise _classify(error) from error
+        try:
+            connection.begin(head_only=request.method == "HEAD")
+            connection.write(head)
+            if has_body:
+                await _send_body(request, connection, chunked=request.content_length is None,
+                                 limit=body_limit, max_wait=upstream.timeout)  # fmt: skip
+            await connection.read_head(upstream.timeout)
+            return connection
+        except UpstreamClosed as error:
+            if connection.head_arrived:
+                connection.close_after_answer()
+                return connection  # it answered before it stopped reading: relay that answer
+            connection.close()
+            if reused and not has_body and not connection.received_any:
+                fresh = True
+                continue
+            raise _classify(error) from error
+        except UpstreamTimeout as error:
+            connection.close()
+            raise _classify(error) from error
+        except BaseException:
+            connection.close()
+            raise
+
+
+async def _send_body(
+    request: web.BaseRequest,
+    connection: UpstreamConnection,
+    *,
+    chunked: bool,
+    limit: int,
+    max_wait: float,
+) -> None:
+    """Stream the client's body, stopping past `limit` bytes or once the upstream has answered
+    (an early 413 or 401 is relayed; the connection is then closed, not reused)."""
+    received = 0
+    async for chunk in request.content.iter_any():
+        received += len(chunk)
+        if received > limit:
+            raise BodyTooLarge
+        if connection.head_arrived:
+            connection.close_after_answer()
+            return
+        connection.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+        await connection.drain(max_wait)
+    if chunked:
+        connection.write(b"0\r\n\r\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,18 +191,22 @@ class _Relayed:
 
 async def _relay(
     request: web.BaseRequest,
-    answer: aiohttp.ClientResponse,
+    connection: UpstreamConnection,
+    max_wait: float,
     extra_headers: dict[str, str],
 ) -> _Relayed:
-    headers = response_headers(answer.raw_headers)
+    answer: AnswerHead = await connection.read_head(max_wait)
+    headers = response_headers(answer.headers)
     for name, value in extra_headers.items():
         headers.setdefault(name, value)
-    chunked = "chunked" in answer.headers.get("Transfer-Encoding", "").lower()
-    length = None if chunked else answer.content_length
+    length = answer.content_length
     if length is not None and length <= SMALL_BODY and _has_body(request, answer.status):
         # A small answer of known length is read whole and sent in one write with its head:
         # one system call instead of three, and a failure while reading is still a clean 502.
-        body = await answer.read()
+        try:
+            body = await _read_all(connection, max_wait)
+        except (UpstreamClosed, UpstreamTimeout) as error:
+            raise _classify(error) from error
         small = web.Response(status=answer.status, reason=answer.reason, body=body, headers=headers)
         return _Relayed(small, complete=True)
     response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=headers)
@@ -170,9 +214,9 @@ async def _relay(
         response.content_length = length
     await response.prepare(request)
     try:
-        async for chunk in answer.content.iter_any():
+        while chunk := await connection.read_body(max_wait):
             await response.write(chunk)
-    except (TimeoutError, aiohttp.ClientError, OSError):
+    except (UpstreamClosed, UpstreamTimeout):
         # The status line is gone already: the only honest signal left is a broken connection,
         # so the client cannot mistake a truncated body for a complete one.
         if request.transport is not None:
@@ -180,3 +224,10 @@ async def _relay(
         return _Relayed(response, complete=False)
     await response.write_eof()
     return _Relayed(response, complete=True)
+
+
+async def _read_all(connection: UpstreamConnection, max_wait: float) -> bytes:
+    parts = []
+    while chunk := await connection.read_body(max_wait):
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)

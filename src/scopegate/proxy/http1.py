@@ -1,0 +1,296 @@
+"""One keep-alive HTTP/1.1 connection to an upstream, as an asyncio protocol.
+
+llhttp (through httptools, the parser uvicorn uses) reads the answers; scopegate writes the
+requests itself, because it already holds every header as the text that goes on the wire. This
+is the whole client: no cookie jar, no redirects, no decompression, no URL object per request,
+which is where a general-purpose client spends most of a proxy's time.
+
+Flow control both ways: reading pauses while more than `READ_HIGH_WATER` bytes of an answer wait
+for the client, and writers wait in `drain` while the transport's buffer is full, so a large
+body never piles up in memory.
+
+Usage (one exchange; `pool.py` hands out connections)::
+
+    conn.begin(head_only=method == "HEAD")
+    conn.write(request_head)            # and body chunks, with `await conn.drain(max_wait)`
+    answer = await conn.read_head(max_wait)
+    while chunk := await conn.read_body(max_wait):
+        ...
+    conn.reusable                       # True when the answer ended cleanly and keep-alive holds
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import cast
+
+import httptools
+
+READ_HIGH_WATER = 256 * 1024  # buffered answer bytes before the socket stops being read
+
+
+class UpstreamClosed(Exception):
+    """The connection ended, or the answer was not HTTP, before the answer was complete."""
+
+
+class UpstreamTimeout(Exception):
+    """The upstream did not move within the allowed time."""
+
+
+class AnswerHead:
+    """The status line and headers of the upstream's final (non-1xx) answer."""
+
+    __slots__ = ("chunked", "content_length", "headers", "reason", "status")
+
+    def __init__(
+        self, status: int, reason: str, headers: list[tuple[bytes, bytes]], chunked: bool
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.chunked = chunked
+        self.content_length: int | None = None
+        if not chunked:
+            for name, value in headers:
+                if name.lower() == b"content-length":
+                    self.content_length = int(value)  # llhttp accepted it: digits only, one value
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(UpstreamTimeout())
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """A connection that carries one exchange at a time; `pool.UpstreamPool` reuses it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._head_only = False
+        self._status_text = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head: AnswerHead | None = None
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._reading_paused = False
+        self._writing_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._done = False  # the answer's last byte has arrived
+        self._keep_alive = False
+        self._spoiled = False  # bytes after a complete answer, an unsent body: never reuse
+        self._failure: Exception | None = None
+        self.received_any = False  # a byte of this exchange's answer arrived
+        self.closed = False
+        self.idle_since = 0.0
+
+    # The exchange, as the forwarding code sees it.
+
+    def begin(self, *, head_only: bool) -> None:
+        """Start a new exchange; a HEAD request's answer ends with its headers."""
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_only = head_only
+        self._status_text = b""
+        self._headers = []
+        self._head = None
+        self._done = False
+        self._keep_alive = False
+        self.received_any = False
+
+    def write(self, data: bytes) -> None:
+        if self._transport is None or self.closed:
+            raise UpstreamClosed("the upstream connection is closed")
+        self._transport.write(data)
+
+    async def drain(self, max_wait: float) -> None:
+        """Wait while the socket's send buffer is full (at most `max_wait` seconds at a time)."""
+        if self._failure is not None:
+            raise self._failure
+        if not self._writing_paused:
+            return
+        waiter = self._loop.create_future()
+        self._drain_waiter = waiter
+        await self._wait(waiter, max_wait)
+
+    @property
+    def head_arrived(self) -> bool:
+        return self._head is not None
+
+    async def read_head(self, max_wait: float) -> AnswerHead:
+        while self._head is None:
+            if self._failure is not None:
+                raise self._failure
+            await self._wait(self._new_waiter(), max_wait)
+        return self._head
+
+    async def read_body(self, max_wait: float) -> bytes:
+        """The next part of the answer's body; b"" once it is complete."""
+        while not self._chunks:
+            if self._done:
+                return b""
+            if self._failure is not None:
+                raise self._failure
+            await self._wait(self._new_waiter(), max_wait)
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        return data
+
+    @property
+    def reusable(self) -> bool:
+        """The answer ended cleanly, both sides keep the connection, nothing else arrived."""
+        return (
+            self._done
+            and self._keep_alive
+            and not self._chunks
+            and not self._spoiled
+            and not self.closed
+            and self._failure is None
+        )
+
+    def close_after_answer(self) -> None:
+        """The request was not sent whole (the upstream answered early): never reuse this."""
+        self._spoiled = True
+
+    def close(self) -> None:
+        if self._transport is not None and not self.closed:
+            self._transport.close()
+        self.closed = True
+
+    async def _wait(self, waiter: asyncio.Future[None], max_wait: float) -> None:
+        timer = self._loop.call_later(max_wait, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+
+    def _new_waiter(self) -> asyncio.Future[None]:
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        return waiter
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _fail(self, failure: Exception) -> None:
+        if self._failure is None:
+            self._failure = failure
+        self._wake()
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_exception(failure)
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is one, unregistered
+
+    def data_received(self, data: bytes) -> None:
+        if self._parser is None or self._done:
+            self._spoiled = True  # nobody asked: an answer out of turn
+            self.close()
+            return
+        self.received_any = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamClosed("the upstream switched protocols unasked"))
+            self.close()
+        except httptools.HttpParserError as error:
+            self._fail(UpstreamClosed(f"the upstream's answer is not valid HTTP/1.1 ({error})"))
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        head = self._head
+        if not self._done and head is not None and head.content_length is None and not head.chunked:
+            # A body delimited by the connection's end (RFC 9112 §6.3, rule 8) is complete now.
+            self._done = True
+            self._keep_alive = False
+            self._wake()
+        elif not self._done:
+            self._fail(UpstreamClosed("the upstream closed the connection"))
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_exception(self._failure or UpstreamClosed("the upstream closed"))
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self._done:
+            self._spoiled = True  # a second answer to one request
+            return
+        self._status_text = b""
+        self._headers = []
+
+    def on_status(self, status: bytes) -> None:
+        self._status_text += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        if self._done:
+            return
+        status = self._parser.get_status_code()
+        if status < 200:
+            return  # 1xx interim answers (103 Early Hints, a stray 100) are not relayed
+        chunked = any(
+            name.lower() == b"transfer-encoding" and b"chunked" in value.lower()
+            for name, value in self._headers
+        )
+        self._head = AnswerHead(
+            status,
+            self._status_text.decode("latin-1"),
+            self._headers,
+            chunked and not self._head_only,
+        )
+        if self._head_only:
+            self._done = True
+            self._keep_alive = self._parser.should_keep_alive()
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self._done:
+            self._spoiled = True
+            return
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > READ_HIGH_WATER and not self._reading_paused:
+            assert self._transport is not None
+            self._reading_paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        assert self._parser is not None
+        if self._head is None:
+            return  # the end of an interim answer
+        if self._done:
+            return
+        self._done = True
+        self._keep_alive = self._parser.should_keep_alive()
+        self._wake()

@@ -216,11 +216,23 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--out", type=Path, default=None, help="write the table here too")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="WORDS",
+        help="run only scenarios whose name contains WORDS (repeatable); the baselines always run",
+    )
     args = parser.parse_args()
+    scenarios = [
+        s
+        for s in SCENARIOS
+        if s.server in ("direct", "bare") or not args.only or any(w in s.name for w in args.only)
+    ]
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
-    results: dict[str, list[Sample]] = {s.name: [] for s in SCENARIOS}
+    results: dict[str, list[Sample]] = {s.name: [] for s in scenarios}
     with tempfile.TemporaryDirectory(prefix="scopegate-bench-") as tmp_name:
         tmp = Path(tmp_name)
         up_port, issuer_port = free_port(), free_port()
@@ -247,7 +259,7 @@ def main() -> int:
             token = tokens.read_text().splitlines()[0]
             denied_tokens.write_text(_mint_denied(issuer_port))
             for round_ in range(args.rounds):
-                order = SCENARIOS if round_ % 2 == 0 else list(reversed(SCENARIOS))
+                order = scenarios if round_ % 2 == 0 else list(reversed(scenarios))
                 for scenario in order:
                     sample = _measure(scenario, tmp, issuer, up_port, upstream.pid, token,
                                       denied_tokens.read_text().strip(), tokens, args)  # fmt: skip

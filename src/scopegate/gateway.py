@@ -71,9 +71,7 @@ class Gateway:
             response = problem_response(denied, rid, close=_must_close(request, denied))
         except upstream.UpstreamFailure as failure:
             outcome.error = failure.kind
-            self._metrics.upstream_errors.labels(
-                upstream=outcome.upstream, reason=failure.kind
-            ).inc()
+            self._metrics.upstream_failed(str(outcome.upstream), failure.kind)
             response = plain_problem(
                 failure.status,
                 "Bad gateway" if failure.status == 502 else "Gateway timeout",
@@ -134,29 +132,28 @@ class Gateway:
         route = match.route
         target_upstream = runtime.config.upstreams[route.upstream]
         outcome.upstream = target_upstream.name
-        headers = runtime.headers.request_headers(
+        path = _strip_prefix(match.path, route.strip_prefix)
+        target = target_upstream.base_path + path + ("" if query is None else "?" + query)
+        head = runtime.headers.request_head(
+            upstream.request_line(request.method, target),
             request.raw_headers,
             principal,
             client_ip=request.remote,
             scheme=request.scheme,
             upstream_host=None if target_upstream.preserve_host else target_upstream.authority,
             request_id=rid,
+            framing=upstream.body_framing(request),
         )
-        path = _strip_prefix(match.path, route.strip_prefix)
-        target = target_upstream.base_path + path + ("" if query is None else "?" + query)
         try:
             return await upstream.forward(
                 self._pool,
                 request,
                 target_upstream,
-                target,
-                headers,
+                head,
                 body_limit=body_limit,
                 extra_response_headers={REQUEST_ID_HEADER: rid},
                 observe=lambda name, seconds: self._observe_upstream(outcome, name, seconds),
-                observe_failure=lambda name, kind: self._metrics.upstream_errors.labels(
-                    upstream=name, reason=kind
-                ).inc(),
+                observe_failure=self._metrics.upstream_failed,
             )
         except upstream.BodyTooLarge:
             raise Denied(
@@ -167,7 +164,7 @@ class Gateway:
 
     def _observe_upstream(self, outcome: _Outcome, name: str, seconds: float) -> None:
         outcome.upstream_seconds = seconds
-        self._metrics.upstream_duration.labels(upstream=name).observe(seconds)
+        self._metrics.upstream_answered(name, seconds)
 
     def _finish(
         self,

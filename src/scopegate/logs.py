@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pythonjsonlogger.json import JsonFormatter
 
 ACCESS = logging.getLogger("scopegate.access")
@@ -40,16 +42,39 @@ def event(message: str, level: int = logging.INFO, **fields: Any) -> None:
     EVENTS.log(level, message, extra=fields)
 
 
+class _Clock:
+    """ISO 8601 UTC time with milliseconds; the date and time part is formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{int((now - second) * 1000):03d}+00:00"
+
+
+_CLOCK = _Clock()
+
+
 def access(**fields: Any) -> None:
     """One access line. Written straight to stdout in the same JSON shape as every other line:
-    the logging machinery costs a tenth of a proxied request, and this line is on every one."""
+    the logging machinery and the standard JSON encoder cost a tenth of a proxied request, and
+    this line is on every one."""
     if not ACCESS.isEnabledFor(logging.INFO):
         return
     line = {
-        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "time": _CLOCK.now(),
         "level": "INFO",
         "logger": ACCESS.name,
         "message": "request",
         **fields,
     }
-    sys.stdout.write(json.dumps(line, default=str) + "\n")
+    encoded = orjson.dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE)
+    if not encoded.isascii():  # a claim in another script: escaped, as every other line is
+        encoded = (json.dumps(line, default=str) + "\n").encode()
+    sys.stdout.write(encoded.decode())

@@ -92,15 +92,20 @@ class HeaderPolicy:
     """What to strip and set on the way to the upstream, compiled once per configuration."""
 
     def __init__(self, forward: Forwarding) -> None:
-        self._claims_to_headers = forward.claims_to_headers
+        self._claims_to_headers = tuple(
+            (claim, header.encode("ascii")) for claim, header in forward.claims_to_headers
+        )
         identity = {_canonical(header) for _, header in forward.claims_to_headers}
         identity.add(_canonical(SCOPES_HEADER))
         if not forward.authorization:
             identity.add("authorization")
-        self._dropped = HOP_BY_HOP | _REQUEST_DROPPED | identity
+        self._dropped = frozenset(
+            name.encode("latin-1") for name in HOP_BY_HOP | _REQUEST_DROPPED | identity
+        )
 
-    def request_headers(
+    def request_head(
         self,
+        request_line: bytes,
         raw: RawHeaders,
         principal: Principal,
         *,
@@ -108,43 +113,51 @@ class HeaderPolicy:
         scheme: str,
         upstream_host: str | None,
         request_id: str,
-    ) -> CIMultiDict[str]:
-        """The headers to send upstream. `upstream_host` None keeps the client's `Host`."""
+        framing: bytes,
+    ) -> bytes:
+        """The request head to send upstream: `request_line`, the client's headers that may pass
+        (bytes as received), then scopegate's own, then `framing` (a Content-Length or
+        Transfer-Encoding line, or nothing). `upstream_host` None keeps the client's `Host`."""
         raw = list(raw)
-        dropped = self._dropped | connection_named(raw)
-        out: CIMultiDict[str] = CIMultiDict()
-        forwarded_for: list[str] = []
-        client_host = ""
-        for name_bytes, value_bytes in raw:
-            name = name_bytes.decode("latin-1")
-            value = value_bytes.decode("latin-1")
-            canonical = _canonical(name)
-            if canonical == "host":
+        dropped = self._dropped
+        named = connection_named(raw)
+        if named:
+            dropped = dropped | {name.encode("latin-1") for name in named}
+        lines = [request_line]
+        forwarded_for: list[bytes] = []
+        client_host = b""
+        for name, value in raw:
+            canonical = name.lower().replace(b"_", b"-")
+            if canonical == b"host":
                 client_host = value
-            if canonical == "x-forwarded-for":
+            if canonical == b"x-forwarded-for":
                 forwarded_for.append(value)
             elif canonical not in dropped:
-                out.add(name, value)
+                lines += (name, b": ", value, b"\r\n")
         if client_ip:
-            forwarded_for.append(client_ip)
+            forwarded_for.append(client_ip.encode("ascii"))
         if forwarded_for:
-            out["X-Forwarded-For"] = ", ".join(forwarded_for)
-        out["X-Forwarded-Proto"] = scheme
+            lines += (b"X-Forwarded-For: ", b", ".join(forwarded_for), b"\r\n")
+        lines += (b"X-Forwarded-Proto: ", scheme.encode("ascii"), b"\r\n")
         if client_host:
-            out["X-Forwarded-Host"] = client_host
-        out["Host"] = upstream_host if upstream_host is not None else client_host
-        out["X-Request-Id"] = request_id
-        self._set_identity(out, principal)
-        return out
+            lines += (b"X-Forwarded-Host: ", client_host, b"\r\n")
+        host = client_host if upstream_host is None else upstream_host.encode("ascii")
+        lines += (b"Host: ", host, b"\r\nX-Request-Id: ", request_id.encode("ascii"), b"\r\n")
+        if principal.authenticated:
+            self._add_identity(lines, principal)
+        lines += (framing, b"\r\n")
+        return b"".join(lines)
 
-    def _set_identity(self, out: CIMultiDict[str], principal: Principal) -> None:
-        if not principal.authenticated:
-            return
+    def _add_identity(self, lines: list[bytes], principal: Principal) -> None:
         for claim, header in self._claims_to_headers:
             value = read_claim(principal.claims, claim)
             if value is not None:
-                out[header] = claim_header_value(value)
-        out[SCOPES_HEADER] = " ".join(sorted(principal.scopes))
+                # ASCII without control characters (plain text or JSON): no line can be split.
+                lines += (header, b": ", claim_header_value(value).encode("ascii"), b"\r\n")
+        # A scope holding a control character could split the header: it is left out (it can
+        # match no configured rule either, those are checked for whitespace at load time).
+        scopes = " ".join(sorted(s for s in principal.scopes if s.isprintable())).encode()
+        lines += (SCOPES_HEADER.encode("ascii"), b": ", scopes, b"\r\n")
 
 
 def response_headers(raw: RawHeaders) -> CIMultiDict[str]:

@@ -20,7 +20,6 @@ from typing import Literal
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
 from scopegate.config.model import Upstream
 from scopegate.proxy.headers import response_headers
@@ -73,36 +72,36 @@ ObserveUpstream = Callable[[str, float], None]
 ObserveFailure = Callable[[str, FailureKind], None]
 
 
-def request_head(method: str, target: str, headers: CIMultiDict[str]) -> bytes:
-    """The request line and header block, as they go on the wire."""
-    lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
-    if lines.count("\n") != len(headers):
-        # Client headers arrive parsed (no CR or LF) and claims are JSON-escaped; this only
-        # guards that promise, because a line break here would be a second request.
-        raise ValueError("a header value holds a line break")
-    return f"{method} {target} HTTP/1.1\r\n{lines}\r\n".encode("latin-1")
+def request_line(method: str, target: str) -> bytes:
+    """`target` is a normalised path and query: printable ASCII by construction."""
+    return f"{method} {target} HTTP/1.1\r\n".encode("ascii")
+
+
+def body_framing(request: web.BaseRequest) -> bytes:
+    """The header line that frames the body sent upstream: the client's length, or chunked when
+    the client's body has none (it arrived chunked); nothing when there is no body."""
+    if request.content_length is not None:
+        return b"Content-Length: %d\r\n" % request.content_length
+    if request.body_exists:
+        return b"Transfer-Encoding: chunked\r\n"
+    return b""
 
 
 async def forward(
     pool: UpstreamPool,
     request: web.BaseRequest,
     upstream: Upstream,
-    target: str,
-    headers: CIMultiDict[str],
+    head: bytes,
     *,
     body_limit: int,
     extra_response_headers: dict[str, str],
     observe: ObserveUpstream,
     observe_failure: ObserveFailure,
 ) -> web.StreamResponse:
-    """Send the request to `upstream` at `target` (path and query, already encoded) and stream the
-    answer back. Raises `BodyTooLarge` or `UpstreamFailure` while no byte of an answer was sent."""
+    """Send the request to `upstream` and stream the
+    answer back. Raises `BodyTooLarge` or `UpstreamFailure` while no byte of an answer was sent.
+    `head` is the request head to send, framed by `body_framing`."""
     has_body = request.body_exists
-    if request.content_length is not None:
-        headers["Content-Length"] = str(request.content_length)
-    elif has_body:
-        headers["Transfer-Encoding"] = "chunked"
-    head = request_head(request.method, target, headers)
     started = time.perf_counter()
     try:
         connection = await _send(pool, request, upstream, head, has_body, body_limit)

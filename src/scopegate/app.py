@@ -1,8 +1,8 @@
 """Composition root: a `Config` becomes a running gateway (public port) and admin app (admin port).
 
-The public port uses aiohttp's low-level `web.Server`: no router, no middleware chain and no
-automatic `100 Continue`, because scopegate routes, answers errors and continues on its own terms
-(`connection.py` answers what fails before a request exists).
+The public port is scopegate's own HTTP/1.1 server (`server/`): llhttp parsing, one task per
+connection's run of requests, answers written in one piece; it routes, answers errors and sends
+`100 Continue` on its own terms. The admin port is an aiohttp application.
 
 Usage::
 
@@ -23,13 +23,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from scopegate.admin import admin_app
-from scopegate.config.model import Address, Config
-from scopegate.connection import GatewayServer
+from scopegate.config.model import Config
 from scopegate.gateway import Gateway
 from scopegate.metrics import Metrics
 from scopegate.proxy.pool import UpstreamPool
 from scopegate.proxy.upstream import new_session
 from scopegate.runtime import Runtime
+from scopegate.server.connection import Settings
+from scopegate.server.listener import Listener
 
 SHUTDOWN_GRACE = 30.0
 
@@ -48,7 +49,7 @@ class RunningGateway:
         self,
         gateway: Gateway,
         metrics: Metrics,
-        public: web.BaseRunner,
+        public: Listener,
         admin: web.BaseRunner | None,
         session: aiohttp.ClientSession,
     ) -> None:
@@ -61,7 +62,7 @@ class RunningGateway:
 
     @property
     def public_port(self) -> int:
-        return _bound_port(self._public)
+        return self._public.port
 
     @property
     def admin_port(self) -> int:
@@ -99,9 +100,6 @@ class RunningGateway:
         session = new_session()
         pool = UpstreamPool()
         gateway = Gateway(Runtime.build(config, session, metrics), pool, metrics)
-        public = web.ServerRunner(
-            _public_server(gateway, metrics, config), shutdown_timeout=shutdown_grace
-        )
         admin = (
             web.AppRunner(
                 admin_app(metrics.registry, lambda: gateway.runtime.not_ready()), access_log=None
@@ -109,16 +107,17 @@ class RunningGateway:
             if serve_admin
             else None
         )
+        public: Listener | None = None
         try:
             await gateway.runtime.start()
-            await public.setup()
-            await _public_site(public, config.listen, public_socket).start()
+            public = await _listen(_settings(gateway, metrics, config), config, public_socket)
             if admin is not None:
                 await admin.setup()
                 await web.TCPSite(admin, config.admin_listen.host, config.admin_listen.port).start()
             yield cls(gateway, metrics, public, admin, session)
         finally:
-            await public.cleanup()  # stop accepting, let in-flight requests finish
+            if public is not None:
+                await public.stop(shutdown_grace)  # stop accepting, let requests in flight end
             if admin is not None:
                 await admin.cleanup()
             await gateway.runtime.retire()
@@ -126,25 +125,19 @@ class RunningGateway:
             pool.close()
 
 
-def _public_server(gateway: Gateway, metrics: Metrics, config: Config) -> GatewayServer:
+def _settings(gateway: Gateway, metrics: Metrics, config: Config) -> Settings:
     limits = config.limits
-    return GatewayServer(
-        gateway.handle,
-        metrics,
+    return Settings(
+        handler=gateway.handle,
+        metrics=metrics,
         header_timeout=limits.header_timeout,
+        idle_timeout=limits.idle_timeout,
+        max_header_bytes=limits.max_header_bytes,
         max_connections=limits.max_connections,
-        keepalive_timeout=limits.idle_timeout,
-        max_line_size=limits.max_header_bytes,
-        max_field_size=limits.max_header_bytes,
-        auto_decompress=False,  # request bodies are forwarded as sent, never decompressed
-        lingering_time=2.0,
-        access_log=None,  # scopegate writes its own access line
     )
 
 
-def _public_site(
-    runner: web.BaseRunner, address: Address, sock: socket.socket | None
-) -> web.BaseSite:
+async def _listen(settings: Settings, config: Config, sock: socket.socket | None) -> Listener:
     if sock is not None:
-        return web.SockSite(runner, sock)
-    return web.TCPSite(runner, address.host, address.port, backlog=1024)
+        return await Listener.start(settings, sock=sock)
+    return await Listener.start(settings, host=config.listen.host, port=config.listen.port)

@@ -13,9 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiohttp
-from aiohttp import web
-
 from scopegate import logs
 from scopegate.metrics import UNMATCHED, Metrics
 from scopegate.pipeline import ANONYMOUS, Principal, RouteMatch
@@ -23,11 +20,12 @@ from scopegate.pipeline.bearer import extract_bearer
 from scopegate.pipeline.framing import check_framing
 from scopegate.pipeline.scopes import require
 from scopegate.pipeline.target import parse_target
-from scopegate.problems import REQUEST_ID_HEADER, plain_problem, problem_response, request_id
+from scopegate.problems import REQUEST_ID_HEADER, plain_problem, problem_answer, request_id
 from scopegate.proxy import upstream
 from scopegate.proxy.pool import UpstreamPool
 from scopegate.reasons import Denied, Reason
 from scopegate.runtime import Runtime
+from scopegate.server.request import Request
 
 
 @dataclass
@@ -41,6 +39,9 @@ class _Outcome:
     principal: Principal = field(default=ANONYMOUS)
     error: str | None = None
     upstream_seconds: float | None = None
+
+
+_REQUEST_ID_BYTES = REQUEST_ID_HEADER.encode("ascii")
 
 
 class Gateway:
@@ -58,36 +59,37 @@ class Gateway:
         self._metrics = metrics
         self._clock = clock
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: Request) -> None:
         started = self._clock()
-        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
+        rid = request_id(request.header(b"x-request-id"))
         runtime = self.runtime  # this request finishes on the generation it started with
         outcome = _Outcome()
         try:
-            response = await self._decide_and_forward(request, runtime, rid, outcome)
+            await self._decide_and_forward(request, runtime, rid, outcome)
         except Denied as denied:
             outcome.reason = denied.reason
             self._metrics.denied(outcome.route, denied.reason)
-            response = problem_response(denied, rid, close=_must_close(request, denied))
+            request.answer(problem_answer(denied, rid, close=_must_close(request, denied)))
         except upstream.UpstreamFailure as failure:
             outcome.error = failure.kind
             self._metrics.upstream_failed(str(outcome.upstream), failure.kind)
-            response = plain_problem(
-                failure.status,
-                "Bad gateway" if failure.status == 502 else "Gateway timeout",
-                failure.detail,
-                f"upstream_{failure.kind}",
-                rid,
+            request.answer(
+                plain_problem(
+                    failure.status,
+                    "Bad gateway" if failure.status == 502 else "Gateway timeout",
+                    failure.detail,
+                    f"upstream_{failure.kind}",
+                    rid,
+                )
             )
-        self._finish(request, response, rid, outcome, self._clock() - started)
-        return response
+        self._finish(request, rid, outcome, self._clock() - started)
 
     async def _decide_and_forward(
-        self, request: web.BaseRequest, runtime: Runtime, rid: str, outcome: _Outcome
-    ) -> web.StreamResponse:
+        self, request: Request, runtime: Runtime, rid: str, outcome: _Outcome
+    ) -> None:
         limits = runtime.config.limits
         check_framing(
-            (request.version.major, request.version.minor),
+            request.version,
             request.method,
             request.raw_path,
             request.raw_headers,
@@ -100,19 +102,21 @@ class Gateway:
         principal = await self._authenticate(request, runtime, match)
         outcome.principal = principal
         body_limit = _body_limit(request, match, limits.max_body_bytes)
-        await _answer_expect_continue(request)
-        return await self._forward(
+        expect = request.header(b"expect")
+        if expect is not None and request.version == (1, 1) and expect.lower() == "100-continue":
+            request.send_continue()  # SPEC §3.1: only now that the request is allowed
+        await self._forward(
             request, runtime, match, target.query, principal, rid, body_limit, outcome
         )
 
     async def _authenticate(
-        self, request: web.BaseRequest, runtime: Runtime, match: RouteMatch
+        self, request: Request, runtime: Runtime, match: RouteMatch
     ) -> Principal:
         route = match.route
         if route.auth == "none":
             return ANONYMOUS
         token = extract_bearer(
-            request.headers.getall("Authorization", []), runtime.config.limits.max_token_bytes
+            request.header_values(b"authorization"), runtime.config.limits.max_token_bytes
         )
         principal = await runtime.verifier.verify(token, audience=route.audience)
         require(route.scopes, principal.scopes)
@@ -120,7 +124,7 @@ class Gateway:
 
     async def _forward(
         self,
-        request: web.BaseRequest,
+        request: Request,
         runtime: Runtime,
         match: RouteMatch,
         query: str | None,
@@ -128,7 +132,7 @@ class Gateway:
         rid: str,
         body_limit: int,
         outcome: _Outcome,
-    ) -> web.StreamResponse:
+    ) -> None:
         route = match.route
         target_upstream = runtime.config.upstreams[route.upstream]
         outcome.upstream = target_upstream.name
@@ -145,13 +149,13 @@ class Gateway:
             framing=upstream.body_framing(request),
         )
         try:
-            return await upstream.forward(
+            await upstream.forward(
                 self._pool,
                 request,
                 target_upstream,
                 head,
                 body_limit=body_limit,
-                extra_response_headers={REQUEST_ID_HEADER: rid},
+                extra_response_headers=[(_REQUEST_ID_BYTES, rid.encode("ascii"))],
                 observe=lambda name, seconds: self._observe_upstream(outcome, name, seconds),
                 observe_failure=self._metrics.upstream_failed,
             )
@@ -166,22 +170,16 @@ class Gateway:
         outcome.upstream_seconds = seconds
         self._metrics.upstream_answered(name, seconds)
 
-    def _finish(
-        self,
-        request: web.BaseRequest,
-        response: web.StreamResponse,
-        rid: str,
-        outcome: _Outcome,
-        seconds: float,
-    ) -> None:
-        self._metrics.answered(outcome.route, request.method, response.status, seconds)
+    def _finish(self, request: Request, rid: str, outcome: _Outcome, seconds: float) -> None:
+        status = request.answered_status
+        self._metrics.answered(outcome.route, request.method, status, seconds)
         claims = outcome.principal.claims  # read, never copied: this runs on every request
         logs.access(
             request_id=rid,
             method=request.method,
             path=outcome.path,
             route=outcome.route,
-            status=response.status,
+            status=status,
             decision="deny" if outcome.reason else ("error" if outcome.error else "allow"),
             reason=str(outcome.reason) if outcome.reason else outcome.error,
             subject=outcome.principal.subject,
@@ -197,7 +195,7 @@ class Gateway:
         )
 
 
-def _body_limit(request: web.BaseRequest, match: RouteMatch, default: int) -> int:
+def _body_limit(request: Request, match: RouteMatch, default: int) -> int:
     """The route's body limit; a declared length over it is refused before any byte moves."""
     limit = match.route.max_body_bytes if match.route.max_body_bytes is not None else default
     if request.content_length is not None and request.content_length > limit:
@@ -207,14 +205,6 @@ def _body_limit(request: web.BaseRequest, match: RouteMatch, default: int) -> in
             challenge=False,
         )
     return limit
-
-
-async def _answer_expect_continue(request: web.BaseRequest) -> None:
-    """`Expect: 100-continue` is answered only now that the request is allowed (SPEC §3.1)."""
-    if request.version == aiohttp.HttpVersion11 and (
-        request.headers.get("Expect", "").lower() == "100-continue"
-    ):
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 def _strip_prefix(path: str, prefix: str | None) -> str:
@@ -227,10 +217,10 @@ def _strip_prefix(path: str, prefix: str | None) -> str:
     return path
 
 
-def _must_close(request: web.BaseRequest, denied: Denied) -> bool:
+def _must_close(request: Request, denied: Denied) -> bool:
     """Close after a framing doubt, or when an unread body would otherwise have to be drained."""
     if denied.reason is Reason.HEADERS_TOO_LARGE or (
         denied.reason is Reason.INVALID_REQUEST and not denied.challenge
     ):
         return True
-    return request.body_exists and not request.content.is_eof()
+    return not request.body.complete

@@ -3,7 +3,7 @@ request ids.
 
 Usage::
 
-    response = problem_response(Denied(Reason.EXPIRED_TOKEN, "token expired"), request_id)
+    answer = problem_answer(Denied(Reason.EXPIRED_TOKEN, "token expired"), request_id)
     # 401, WWW-Authenticate: Bearer realm="scopegate", error="invalid_token",
     #      error_description="token expired"; body {"type": ..., "status": 401, ...}
 """
@@ -14,8 +14,7 @@ import json
 import random
 import re
 
-from aiohttp import web
-
+from scopegate.answer import Answer
 from scopegate.reasons import CHALLENGE_REASONS, Denied
 
 REALM = "scopegate"
@@ -62,30 +61,31 @@ def problem_body(status: int, title: str, detail: str, slug: str) -> bytes:
     ).encode()
 
 
-def problem_response(denied: Denied, rid: str, *, close: bool = False) -> web.Response:
+def problem_answer(denied: Denied, rid: str, *, close: bool = False) -> Answer:
     """The complete answer to a denied request."""
     reason = denied.reason
-    response = plain_problem(reason.status, reason.heading, denied.detail, str(reason), rid)
+    answer = plain_problem(reason.status, reason.heading, denied.detail, str(reason), rid)
     www_authenticate = challenge(denied)
     if www_authenticate is not None:
-        response.headers["WWW-Authenticate"] = www_authenticate
+        answer.add("WWW-Authenticate", www_authenticate)
     if denied.allow:
-        response.headers["Allow"] = ", ".join(denied.allow)
+        answer.add("Allow", ", ".join(denied.allow))
     if denied.retry_after is not None:
-        response.headers["Retry-After"] = str(denied.retry_after)
-    if close:
-        response.force_close()
-        response.headers["Connection"] = "close"  # said even to HTTP/1.0 and unparsable requests
-    return response
+        answer.add("Retry-After", str(denied.retry_after))
+    answer.close = close
+    return answer
 
 
-def plain_problem(status: int, title: str, detail: str, slug: str, rid: str) -> web.Response:
+def plain_problem(status: int, title: str, detail: str, slug: str, rid: str) -> Answer:
     """A problem+json answer that is not a denial (upstream failures, framing errors)."""
-    response = web.Response(
-        status=status,
-        body=problem_body(status, title, detail, slug),
-        content_type="application/problem+json",
-    )
-    response.headers[REQUEST_ID_HEADER] = rid
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    answer = Answer(status, body=problem_body(status, title, detail, slug))
+    answer.add("Content-Type", "application/problem+json")
+    answer.add(REQUEST_ID_HEADER, rid)
+    answer.add("Cache-Control", "no-store")
+    return answer
+
+
+def internal_error(rid: str) -> Answer:
+    answer = plain_problem(500, "Internal error", "the gateway failed", "internal", rid)
+    answer.close = True
+    return answer

@@ -1,10 +1,12 @@
 """Step 1 of SPEC §3, the message half: HTTP/1 framing the gateway refuses to pass on.
 
-aiohttp's parser (llhttp) already rejects most of RFC 9112's ambiguous framing before a request
-exists: `Content-Length` with `Transfer-Encoding`, repeated or non-numeric `Content-Length`,
-obs-fold, bare LF, whitespace before the colon. What it lets through and is refused here:
-HTTP versions other than 1.0 and 1.1, `Transfer-Encoding` on HTTP/1.0, a `Transfer-Encoding`
-whose final coding is not `chunked`, and a request head larger than `max_header_bytes`.
+llhttp, the server's parser, already rejects most of RFC 9112's ambiguous framing before a
+request exists: `Content-Length` with `Transfer-Encoding`, repeated or non-numeric
+`Content-Length`, obs-fold, bare LF, whitespace before the colon. What it lets through and is
+refused here: HTTP versions other than 1.0 and 1.1, `Transfer-Encoding` on HTTP/1.0, a
+`Transfer-Encoding` whose final coding is not `chunked`, a request head larger than
+`max_header_bytes`, and a repeated header that must be single (`Host`: two of them would let
+the gateway and the upstream disagree on which site is asked).
 Every one of these closes the connection: after a framing doubt, nothing else on it can be trusted.
 """
 
@@ -15,6 +17,21 @@ from collections.abc import Iterable
 from scopegate.reasons import Denied, Reason
 
 SUPPORTED_VERSIONS = frozenset({(1, 0), (1, 1)})
+# Fields defined as a single value (RFC 9110), where a second copy can only be an attack or a
+# bug; the same set aiohttp refuses.
+SINGLETONS = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"content-location",
+        b"content-range",
+        b"content-type",
+        b"etag",
+        b"max-forwards",
+        b"server",
+        b"user-agent",
+    }
+)
 
 
 def _framing_error(detail: str) -> Denied:
@@ -46,11 +63,16 @@ def check_framing(
             f"the request line and headers exceed {max_header_bytes} bytes",
             challenge=False,
         )
-    codings = [
-        value.decode("latin-1")
-        for name, value in raw_headers
-        if name.lower() == b"transfer-encoding"
-    ]
+    codings: list[str] = []
+    singletons: set[bytes] = set()
+    for name, value in raw_headers:
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            codings.append(value.decode("latin-1"))
+        elif lower in SINGLETONS:
+            if lower in singletons:
+                raise _framing_error(f"more than one {name.decode('latin-1')} header")
+            singletons.add(lower)
     if not codings:
         return
     if version == (1, 0):

@@ -18,8 +18,6 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from multidict import CIMultiDict
-
 from scopegate.config.model import SCOPES_HEADER, Forwarding
 from scopegate.pipeline import Principal
 from scopegate.pipeline.scopes import read_claim
@@ -63,6 +61,9 @@ _REQUEST_DROPPED = frozenset(
         "x-request-id",
     }
 )
+
+
+_RESPONSE_DROPPED = frozenset(name.encode("latin-1") for name in HOP_BY_HOP | {"content-length"})
 
 
 def _canonical(name: str) -> str:
@@ -160,13 +161,19 @@ class HeaderPolicy:
         lines += (SCOPES_HEADER.encode("ascii"), b": ", scopes, b"\r\n")
 
 
-def response_headers(raw: RawHeaders) -> CIMultiDict[str]:
-    """The upstream's response headers minus hop-by-hop ones; framing is scopegate's to set."""
+def response_headers(
+    raw: RawHeaders, extra: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers minus hop-by-hop ones (framing is scopegate's to set),
+    then each of `extra` the upstream did not send itself."""
     raw = list(raw)
-    dropped = HOP_BY_HOP | {"content-length"} | connection_named(raw)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name_bytes, value_bytes in raw:
-        name = name_bytes.decode("latin-1")
-        if name.lower() not in dropped:
-            out.add(name, value_bytes.decode("latin-1"))
+    dropped = _RESPONSE_DROPPED
+    named = connection_named(raw)
+    if named:
+        dropped = dropped | {name.encode("latin-1") for name in named}
+    out = [(name, value) for name, value in raw if name.lower() not in dropped]
+    for name, value in extra:
+        lower = name.lower()
+        if not any(n.lower() == lower for n, _ in out):
+            out.append((name, value))
     return out

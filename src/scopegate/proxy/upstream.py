@@ -1,8 +1,8 @@
 """Steps 4–5 of SPEC §3, the exchange: stream the request to the upstream and its answer back.
 
-Bodies are never buffered whole: both directions move chunk by chunk through aiohttp's flow
-control, so a 1 GiB upload or download passes in constant memory. The request body limit is
-enforced while streaming. Upstream failures become 502 (cannot connect, connection reset) or
+Bodies are never buffered whole: both directions move chunk by chunk under flow control, so a
+1 GiB upload or download passes in constant memory. The request body limit is enforced while
+streaming. Upstream failures become 502 (cannot connect, connection reset) or
 504 (no answer in time); a failure after the answer has started can only abort the connection.
 
 Timeouts: `connect_timeout` bounds the TCP (and TLS) connect; `timeout` bounds the wait for the
@@ -19,19 +19,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
-from aiohttp import web
 
+from scopegate.answer import Answer
 from scopegate.config.model import Upstream
 from scopegate.proxy.headers import response_headers
 from scopegate.proxy.http1 import AnswerHead, UpstreamClosed, UpstreamConnection, UpstreamTimeout
 from scopegate.proxy.pool import ConnectFailed, UpstreamPool
+from scopegate.server.request import ClientGone, Request
 
 FailureKind = Literal["connect", "timeout", "reset"]
 
 SMALL_BODY = 65536  # answers up to this size (with Content-Length) are sent in one write
 
 
-def _has_body(request: web.BaseRequest, status: int) -> bool:
+def _has_body(request: Request, status: int) -> bool:
     return request.method != "HEAD" and status >= 200 and status not in (204, 304)
 
 
@@ -77,7 +78,7 @@ def request_line(method: str, target: str) -> bytes:
     return f"{method} {target} HTTP/1.1\r\n".encode("ascii")
 
 
-def body_framing(request: web.BaseRequest) -> bytes:
+def body_framing(request: Request) -> bytes:
     """The header line that frames the body sent upstream: the client's length, or chunked when
     the client's body has none (it arrived chunked); nothing when there is no body."""
     if request.content_length is not None:
@@ -89,17 +90,17 @@ def body_framing(request: web.BaseRequest) -> bytes:
 
 async def forward(
     pool: UpstreamPool,
-    request: web.BaseRequest,
+    request: Request,
     upstream: Upstream,
     head: bytes,
     *,
     body_limit: int,
-    extra_response_headers: dict[str, str],
+    extra_response_headers: list[tuple[bytes, bytes]],
     observe: ObserveUpstream,
     observe_failure: ObserveFailure,
-) -> web.StreamResponse:
-    """Send the request to `upstream` and stream the
-    answer back. Raises `BodyTooLarge` or `UpstreamFailure` while no byte of an answer was sent.
+) -> None:
+    """Send the request to `upstream` and stream the answer back to the client. Raises
+    `BodyTooLarge` or `UpstreamFailure` while no byte of an answer was sent.
     `head` is the request head to send, framed by `body_framing`."""
     has_body = request.body_exists
     started = time.perf_counter()
@@ -109,16 +110,15 @@ async def forward(
             relayed = await _relay(request, connection, upstream.timeout, extra_response_headers)
         finally:
             pool.release(upstream, connection)
-        if not relayed.complete:
+        if not relayed:
             observe_failure(upstream.name, "reset")
-        return relayed.response
     finally:
         observe(upstream.name, time.perf_counter() - started)
 
 
 async def _send(
     pool: UpstreamPool,
-    request: web.BaseRequest,
+    request: Request,
     upstream: Upstream,
     head: bytes,
     has_body: bool,
@@ -159,7 +159,7 @@ async def _send(
 
 
 async def _send_body(
-    request: web.BaseRequest,
+    request: Request,
     connection: UpstreamConnection,
     *,
     chunked: bool,
@@ -169,7 +169,7 @@ async def _send_body(
     """Stream the client's body, stopping past `limit` bytes or once the upstream has answered
     (an early 413 or 401 is relayed; the connection is then closed, not reused)."""
     received = 0
-    async for chunk in request.content.iter_any():
+    while chunk := await request.body.read():
         received += len(chunk)
         if received > limit:
             raise BodyTooLarge
@@ -182,22 +182,15 @@ async def _send_body(
         connection.write(b"0\r\n\r\n")
 
 
-@dataclass(frozen=True, slots=True)
-class _Relayed:
-    response: web.StreamResponse
-    complete: bool
-
-
 async def _relay(
-    request: web.BaseRequest,
+    request: Request,
     connection: UpstreamConnection,
     max_wait: float,
-    extra_headers: dict[str, str],
-) -> _Relayed:
+    extra_headers: list[tuple[bytes, bytes]],
+) -> bool:
+    """Relay the answer; False when it broke off midway (the client's connection is then cut)."""
     answer: AnswerHead = await connection.read_head(max_wait)
-    headers = response_headers(answer.headers)
-    for name, value in extra_headers.items():
-        headers.setdefault(name, value)
+    headers = response_headers(answer.headers, extra_headers)
     length = answer.content_length
     if length is not None and length <= SMALL_BODY and _has_body(request, answer.status):
         # A small answer of known length is read whole and sent in one write with its head:
@@ -206,23 +199,19 @@ async def _relay(
             body = await _read_all(connection, max_wait)
         except (UpstreamClosed, UpstreamTimeout) as error:
             raise _classify(error) from error
-        small = web.Response(status=answer.status, reason=answer.reason, body=body, headers=headers)
-        return _Relayed(small, complete=True)
-    response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=headers)
-    if length is not None:
-        response.content_length = length
-    await response.prepare(request)
+        request.answer(Answer(answer.status, headers, body, answer.reason))
+        return True
+    request.start(answer.status, answer.reason, headers, length)
     try:
         while chunk := await connection.read_body(max_wait):
-            await response.write(chunk)
-    except (UpstreamClosed, UpstreamTimeout):
+            await request.write(chunk)
+    except (UpstreamClosed, UpstreamTimeout, ClientGone):
         # The status line is gone already: the only honest signal left is a broken connection,
         # so the client cannot mistake a truncated body for a complete one.
-        if request.transport is not None:
-            request.transport.abort()
-        return _Relayed(response, complete=False)
-    await response.write_eof()
-    return _Relayed(response, complete=True)
+        request.abort()
+        return False
+    request.finish()
+    return True
 
 
 async def _read_all(connection: UpstreamConnection, max_wait: float) -> bytes:

@@ -1,0 +1,73 @@
+"""The public port: accept connections, and stop gracefully.
+
+Stopping closes the listening socket first, then idle connections at once; connections with a
+request in flight finish their answer and close. Whatever is still open after the grace period
+is cut.
+
+Usage::
+
+    listener = await Listener.start(settings, host="0.0.0.0", port=8080)   # or sock=...
+    ...
+    await listener.stop(grace=30.0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from scopegate.server.connection import HttpConnection, Settings
+
+BACKLOG = 1024
+
+
+class Listener:
+    def __init__(self, server: asyncio.Server, connections: set[HttpConnection]) -> None:
+        self._server = server
+        self._connections = connections
+
+    @classmethod
+    async def start(
+        cls,
+        settings: Settings,
+        *,
+        host: str | None = None,
+        port: int = 0,
+        sock: socket.socket | None = None,
+    ) -> Listener:
+        loop = asyncio.get_running_loop()
+        connections: set[HttpConnection] = set()
+
+        def connection() -> HttpConnection:
+            return HttpConnection(settings, connections)
+
+        if sock is not None:
+            server = await loop.create_server(connection, sock=sock, backlog=BACKLOG)
+        else:
+            server = await loop.create_server(
+                connection, host, port, backlog=BACKLOG, reuse_address=True
+            )
+        return cls(server, connections)
+
+    @property
+    def port(self) -> int:
+        for sock in self._server.sockets:
+            address = sock.getsockname()
+            if isinstance(address, tuple):
+                return int(address[1])
+        raise RuntimeError("the server has no TCP address")
+
+    async def stop(self, grace: float) -> None:
+        self._server.close()
+        for connection in list(self._connections):
+            connection.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._connections and loop.time() < deadline:
+            for connection in list(self._connections):
+                if not connection.busy:
+                    connection.close()  # flushes what was written, then closes
+            await asyncio.sleep(0.02)
+        for connection in list(self._connections):
+            connection.abort()
+        await asyncio.sleep(0)  # let the transports report their end

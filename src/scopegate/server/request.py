@@ -1,0 +1,155 @@
+"""One request as the gateway sees it: the parsed head, the body as a stream, and the ways to
+answer it (a complete `Answer`, or a streamed one).
+
+The head is kept as received: `raw_headers` are the bytes llhttp parsed, in order, so headers
+are forwarded without being decoded and encoded again. Lookups by name scan that short list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from scopegate.answer import Answer, Headers
+
+if TYPE_CHECKING:
+    from scopegate.server.connection import HttpConnection
+
+BODY_HIGH_WATER = 256 * 1024  # buffered request body bytes before the client stops being read
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request or our answer was complete."""
+
+
+class BodyStream:
+    """The request body as it arrives; reading it lets the connection read more."""
+
+    def __init__(self, connection: HttpConnection) -> None:
+        self._connection = connection
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self.complete = False
+        self.failed = False
+
+    def feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered > BODY_HIGH_WATER:
+            self._connection.pause_reading_for_body()
+        self._wake()
+
+    def finish(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def fail(self) -> None:
+        self.failed = True
+        self._wake()
+
+    async def read(self) -> bytes:
+        """The next bytes of the body; b"" once it is complete. Raises `ClientGone`."""
+        while not self._chunks:
+            if self.complete:
+                return b""
+            if self.failed:
+                raise ClientGone("the client closed the connection during the request body")
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        self._connection.resume_reading_for_body()
+        return data
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class Request:
+    __slots__ = (
+        "_connection",
+        "answered_status",
+        "body",
+        "body_exists",
+        "content_length",
+        "keep_alive",
+        "method",
+        "raw_headers",
+        "raw_path",
+        "remote",
+        "version",
+    )
+
+    def __init__(
+        self,
+        connection: HttpConnection,
+        method: str,
+        raw_path: str,
+        version: tuple[int, int],
+        raw_headers: Headers,
+        *,
+        content_length: int | None,
+        chunked: bool,
+        keep_alive: bool,
+        remote: str | None,
+    ) -> None:
+        self._connection = connection
+        self.method = method
+        self.raw_path = raw_path
+        self.version = version
+        self.raw_headers = raw_headers
+        self.content_length = content_length
+        self.body_exists = chunked or bool(content_length)
+        self.keep_alive = keep_alive
+        self.remote = remote
+        self.body = BodyStream(connection)
+        if not self.body_exists:
+            self.body.complete = True
+        self.answered_status = 0
+
+    scheme = "http"
+
+    def header_values(self, name: bytes) -> list[str]:
+        """Every value of the header `name` (lower-case), in order."""
+        return [v.decode("latin-1") for n, v in self.raw_headers if n.lower() == name]
+
+    def header(self, name: bytes) -> str | None:
+        for n, v in self.raw_headers:
+            if n.lower() == name:
+                return v.decode("latin-1")
+        return None
+
+    # Answering: exactly one of `answer` or `start` ... `finish` per request.
+
+    def answer(self, answer: Answer) -> None:
+        self.answered_status = answer.status
+        self._connection.send_answer(self, answer)
+
+    def send_continue(self) -> None:
+        self._connection.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def start(self, status: int, reason: str, headers: Headers, length: int | None) -> None:
+        """Send the head of a streamed answer of `length` bytes (None: unknown, chunked)."""
+        self.answered_status = status
+        self._connection.start_stream(self, status, reason, headers, length)
+
+    async def write(self, chunk: bytes) -> None:
+        await self._connection.write_stream(chunk)
+
+    def finish(self) -> None:
+        self._connection.finish_stream()
+
+    def abort(self) -> None:
+        """Break the connection: a streamed answer that cannot be completed must not look whole."""
+        self._connection.abort()
+
+    @property
+    def started(self) -> bool:
+        return self.answered_status != 0

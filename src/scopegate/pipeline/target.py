@@ -110,6 +110,8 @@ def normalise_path(raw_path: str) -> str:
     """
     if not _PATH_CHARS.fullmatch(raw_path):
         raise _refuse_characters(raw_path, "path")
+    if "%" not in raw_path and "//" not in raw_path and "/." not in raw_path:
+        return raw_path  # nothing to decode, merge or remove: already normal
     decoded = _ESCAPE.sub(_decode_escape, raw_path)
     merged = _SLASHES.sub("/", decoded)
     if any(_DOT_WITH_PARAMS.match(segment) for segment in merged.split("/")):

@@ -120,10 +120,7 @@ class HeaderPolicy:
         (bytes as received), then scopegate's own, then `framing` (a Content-Length or
         Transfer-Encoding line, or nothing). `upstream_host` None keeps the client's `Host`."""
         raw = list(raw)
-        dropped = self._dropped
-        named = connection_named(raw)
-        if named:
-            dropped = dropped | {name.encode("latin-1") for name in named}
+        dropped = _with_connection_named(self._dropped, raw)
         lines = [request_line]
         forwarded_for: list[bytes] = []
         client_host = b""
@@ -167,13 +164,24 @@ def response_headers(
     """The upstream's response headers minus hop-by-hop ones (framing is scopegate's to set),
     then each of `extra` the upstream did not send itself."""
     raw = list(raw)
-    dropped = _RESPONSE_DROPPED
-    named = connection_named(raw)
-    if named:
-        dropped = dropped | {name.encode("latin-1") for name in named}
-    out = [(name, value) for name, value in raw if name.lower() not in dropped]
-    for name, value in extra:
+    dropped = _with_connection_named(_RESPONSE_DROPPED, raw)
+    out = []
+    present = set()
+    for name, value in raw:
         lower = name.lower()
-        if not any(n.lower() == lower for n, _ in out):
+        if lower not in dropped:
             out.append((name, value))
+            present.add(lower)
+    out += [(name, value) for name, value in extra if name.lower() not in present]
     return out
+
+
+def _with_connection_named(
+    dropped: frozenset[bytes], raw: list[tuple[bytes, bytes]]
+) -> frozenset[bytes]:
+    """`dropped` plus what `Connection` headers name. Most messages have no `Connection` header
+    or one naming only headers dropped anyway (`keep-alive`): then `dropped` as it is."""
+    if not any(name.lower() == b"connection" for name, _ in raw):
+        return dropped
+    named = {name.encode("latin-1") for name in connection_named(raw)}
+    return dropped if named <= dropped else dropped | named

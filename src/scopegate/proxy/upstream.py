@@ -29,6 +29,7 @@ from scopegate.server.request import ClientGone, Request
 
 FailureKind = Literal["connect", "timeout", "reset"]
 
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 SMALL_BODY = 65536  # answers up to this size (with Content-Length) are sent in one write
 
 
@@ -125,8 +126,9 @@ async def _send(
     body_limit: int,
 ) -> UpstreamConnection:
     """A connection whose answer's head has arrived. A kept-alive connection the upstream closed
-    just as the request went out is retried once on a new one when no body had to be sent: the
-    request was not seen, and repeating it is safe."""
+    just as the request went out (its keep-alive timeout racing our reuse) is retried once on a
+    new one, for an idempotent request without a body (RFC 9110 §9.2.2): repeating it is safe,
+    and the upstream most likely never saw it. Anything else is a 502, as nginx does."""
     fresh = False
     while True:
         try:
@@ -146,7 +148,12 @@ async def _send(
                 connection.close_after_answer()
                 return connection  # it answered before it stopped reading: relay that answer
             connection.close()
-            if reused and not has_body and not connection.received_any:
+            if (
+                reused
+                and not has_body
+                and not connection.received_any
+                and request.method in IDEMPOTENT_METHODS
+            ):
                 fresh = True
                 continue
             raise _classify(error) from error

@@ -35,6 +35,7 @@ from scopegate.reasons import Denied, Reason
 from scopegate.server.request import ClientGone, Request
 
 MAX_PIPELINED = 16  # request heads parsed ahead of the one being answered
+LINGER_SECONDS = 2.0  # reading (and dropping) an unwanted body after a final answer
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 Handler = Callable[[Request], Awaitable[None]]
@@ -106,6 +107,7 @@ class HttpConnection(asyncio.Protocol):
         self._stream_chunked = False
         self._stream_bodyless = False
         self._close_after_answer = False
+        self._lingering = False
 
     # Connection lifecycle
 
@@ -153,14 +155,14 @@ class HttpConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # A client that half-closes after its request still gets the answer.
-        if self._task is None and not self._in_head:
+        if self._lingering or (self._task is None and not self._in_head):
             return None
         return True
 
     # Reading
 
     def data_received(self, data: bytes) -> None:
-        if self._no_more_requests:
+        if self._no_more_requests or self._lingering:
             return
         if self._in_head:
             self._head_bytes += len(data)
@@ -287,7 +289,10 @@ class HttpConnection(asyncio.Protocol):
                     self._maybe_resume_reading()
                 if self._close_after_answer or self._transport is None:
                     self._queue.clear()
-                    self.close()
+                    if request.body.complete or self._no_more_requests:
+                        self.close()
+                    else:
+                        self._linger()
                     return
         finally:
             self._task = None
@@ -416,7 +421,7 @@ class HttpConnection(asyncio.Protocol):
     def _parse_failed(self, denied: Denied) -> None:
         self._stop_reading()
         if self._current is not None:
-            self._current.body.fail()  # a request being answered has a broken body
+            self._current.body.fail(denied)  # the request whose body broke is refused too
         if self._task is not None or self._queue:
             self._close_after_answer = True  # answer what came before, then close
             return
@@ -453,6 +458,21 @@ class HttpConnection(asyncio.Protocol):
             answer.body,
         )
         return b"".join(parts)
+
+    def _linger(self) -> None:
+        """Close after an answer sent while the client is still sending its body: closing at
+        once would reset the connection, and a reset can wipe the answer from the client's
+        buffer before it is read. So the answer is followed by our end of the stream, and what
+        the client still sends is read and dropped for up to `LINGER_SECONDS`."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._lingering = True
+        self._paused_for_body = self._paused_for_queue = False
+        if transport.can_write_eof():
+            transport.write_eof()
+        transport.resume_reading()
+        self._loop.call_later(LINGER_SECONDS, self.close)
 
     def _arm_idle_timer(self) -> None:
         if self._settings.idle_timeout > 0:

@@ -32,7 +32,7 @@ class BodyStream:
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
         self.complete = False
-        self.failed = False
+        self._failure: Exception | None = None
 
     def feed(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
@@ -45,17 +45,22 @@ class BodyStream:
         self.complete = True
         self._wake()
 
-    def fail(self) -> None:
-        self.failed = True
+    def fail(self, failure: Exception | None = None) -> None:
+        """The body will not complete: reading raises `failure` (default `ClientGone`)."""
+        if self._failure is None:
+            self._failure = failure or ClientGone(
+                "the client closed the connection during the request body"
+            )
         self._wake()
 
     async def read(self) -> bytes:
-        """The next bytes of the body; b"" once it is complete. Raises `ClientGone`."""
+        """The next bytes of the body; b"" once it is complete. Raises `ClientGone`, or `Denied`
+        when the rest of the body is not valid HTTP/1.1 (a broken chunk)."""
         while not self._chunks:
             if self.complete:
                 return b""
-            if self.failed:
-                raise ClientGone("the client closed the connection during the request body")
+            if self._failure is not None:
+                raise self._failure
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)

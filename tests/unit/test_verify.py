@@ -161,6 +161,16 @@ REFUSED: list[Any] = [
     pytest.param(lambda: token(audience="https://other-api.example.com"), Reason.INVALID_AUDIENCE, id="wrong audience"),
     pytest.param(lambda: token(audience=["https://a.example", "https://b.example"]), Reason.INVALID_AUDIENCE, id="audience array without ours"),
     pytest.param(lambda: token(extra_claims={"aud": None}), Reason.MISSING_CLAIM, id="no aud"),
+    pytest.param(lambda: token(extra_claims={"aud": []}), Reason.MISSING_CLAIM, id="empty aud array"),
+    pytest.param(lambda: token(extra_claims={"aud": ""}), Reason.MISSING_CLAIM, id="empty aud string"),
+    pytest.param(lambda: token(extra_claims={"jti": 7}), Reason.MALFORMED_TOKEN, id="jti as a number"),
+    pytest.param(lambda: token()[:-2] + "A", Reason.MALFORMED_TOKEN, id="signature of a length no base64 has"),
+    pytest.param(lambda: token(lifetime=-120, extra_claims={"nbf": int(time.time()) + 600}), Reason.NOT_YET_VALID,
+                 id="nbf is checked before exp"),
+    pytest.param(lambda: token(lifetime=-120, audience="https://other-api.example.com"), Reason.EXPIRED_TOKEN,
+                 id="exp is checked before aud"),
+    pytest.param(lambda: swap_signature(token(lifetime=-120), bytes(256)), Reason.BAD_SIGNATURE,
+                 id="signature is checked before any claim"),
 ]  # fmt: skip
 
 
@@ -355,3 +365,77 @@ async def test_a_verdict_is_reused_only_under_the_same_key_set_and_audience() ->
 async def test_without_configured_audiences_aud_is_not_compared() -> None:
     issuer = Issuer(ISSUER, audiences=())
     await TokenVerifier([issuer], {ISSUER: StaticKeys(RSA)}).verify(token(audience="anything"))
+
+
+_PYJWT_REASONS: list[tuple[type[Exception], Reason]] = [
+    (jwt.MissingRequiredClaimError, Reason.MISSING_CLAIM),
+    (jwt.ExpiredSignatureError, Reason.EXPIRED_TOKEN),
+    (jwt.ImmatureSignatureError, Reason.NOT_YET_VALID),
+    (jwt.InvalidAudienceError, Reason.INVALID_AUDIENCE),
+    (jwt.InvalidSignatureError, Reason.BAD_SIGNATURE),
+]
+
+
+def _pyjwt_verdict(good: str, audiences: tuple[str, ...], leeway: float) -> Reason | None:
+    """What PyJWT's own `decode` says of a token, in our reasons."""
+    try:
+        jwt.decode(
+            good,
+            jwt.PyJWK(RSA.public_jwk(), algorithm="RS256"),
+            algorithms=["RS256"],
+            audience=list(audiences) or None,
+            issuer=ISSUER,
+            leeway=leeway,
+            options={"require": ["exp"], "verify_aud": bool(audiences)},
+        )
+    except jwt.PyJWTError as error:
+        return next(reason for kind, reason in _PYJWT_REASONS if isinstance(error, kind))
+    return None
+
+
+# Seconds from now, kept 3 s clear of every decision edge (now, now ± leeway): the two checks
+# read the clock microseconds apart, and must not straddle a second.
+_OFFSETS = st.one_of(
+    st.none(), st.integers(-400, 400).filter(lambda o: all(abs(o - e) > 2 for e in (0, 30, -30)))
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    exp=_OFFSETS,
+    nbf=_OFFSETS,
+    iat=_OFFSETS,
+    aud=st.sampled_from([None, "", [], AUDIENCE, [AUDIENCE], ["https://x.example"], "https://y"]),
+    audiences=st.sampled_from([(), (AUDIENCE,), ("https://x.example", AUDIENCE)]),
+    leeway=st.sampled_from([0.0, 30.0]),
+    tamper=st.booleans(),
+)
+async def test_claim_checks_agree_with_pyjwt_decode(
+    exp: int | None,
+    nbf: int | None,
+    iat: int | None,
+    aud: Any,
+    audiences: tuple[str, ...],
+    leeway: float,
+    tamper: bool,
+) -> None:
+    """The claim and signature checks are ours (one parse per token); PyJWT's `decode` is the
+    reference they must agree with, failure for failure."""
+    now = int(time.time())
+    extra = {
+        name: (None if offset is None else now + offset)
+        for name, offset in (("exp", exp), ("nbf", nbf), ("iat", iat))
+    }
+    extra["aud"] = aud
+    good = token(extra_claims=extra)
+    if tamper:
+        good = swap_signature(good, bytes(256))
+    expected = _pyjwt_verdict(good, audiences, leeway)
+    issuer = Issuer(ISSUER, audiences=audiences, algorithms=("RS256",), leeway=leeway)
+    ours = TokenVerifier([issuer], {ISSUER: StaticKeys(RSA)}, cache_size=0)
+    try:
+        await ours.verify(good)
+        verdict = None
+    except Denied as denied:
+        verdict = denied.reason
+    assert verdict == expected

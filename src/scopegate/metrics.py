@@ -101,6 +101,7 @@ class Metrics:
         # anyway, so these maps grow no further than it does.
         self._answered: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._upstream_durations: dict[str, Any] = {}
+        self._denials: dict[tuple[str, Reason], Any] = {}
 
     def answered(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -128,7 +129,13 @@ class Metrics:
         self.upstream_errors.labels(upstream=upstream, reason=reason).inc()
 
     def denied(self, route: str, reason: Reason) -> None:
-        self.denials.labels(route=route, reason=str(reason)).inc()
+        key = (route, reason)
+        child = self._denials.get(key)
+        if child is None:
+            child = self.denials.labels(route=route, reason=str(reason))
+            if len(self._denials) < _MAX_CACHED_LABEL_SETS:
+                self._denials[key] = child
+        child.inc()
 
     def jwks_fetched(self, issuer: str, ok: bool, key_count: int, at: float | None) -> None:
         self.jwks_fetches.labels(issuer=issuer, result="ok" if ok else "error").inc()

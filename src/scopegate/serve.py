@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -42,6 +43,17 @@ def install_event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def settle_heap() -> None:
+    """Move everything alive now (the configuration, route table, imported modules) out of the
+    garbage collector's sight. A full collection otherwise walks every object of a 10,000-route
+    table, and the request that triggers it waits: that was the 10,000-route p99. Called once
+    serving and after each reload (unfrozen and collected first, so an old configuration's
+    cycles are not kept forever)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 async def reload_from(path: Path, running: RunningGateway, *, count: bool = True) -> bool:
     """Reload `path` into `running`; `count=False` in a worker, whose supervisor counts."""
     try:
@@ -54,6 +66,7 @@ async def reload_from(path: Path, running: RunningGateway, *, count: bool = True
             logs.event("configuration rejected", logging.ERROR, error=str(error))
         logs.event("reload failed; the running configuration is unchanged", logging.ERROR)
         return False
+    settle_heap()
     if count:
         running.metrics.config_reloads.labels(result="ok").inc()
     logs.event("configuration reloaded", file=str(path), routes=len(config.routes))
@@ -78,6 +91,7 @@ async def serve_forever(path: Path, config: Config, *, grace: float = SHUTDOWN_G
     stop = asyncio.Event()
     async with RunningGateway.start(config, shutdown_grace=grace) as running:
         _on_signals(running, path, stop, count=True)
+        settle_heap()
         logs.event(
             "scopegate listening",
             version=__version__,
@@ -98,6 +112,7 @@ async def serve_as_worker(path: Path, config: Config, fd: int, state_dir: Path) 
     sock = socket.socket(fileno=fd)
     async with RunningGateway.start(config, public_socket=sock, serve_admin=False) as running:
         _on_signals(running, path, stop, count=False)
+        settle_heap()
         reported: list[str] | None = None
         while not stop.is_set():
             reasons = running.runtime.not_ready()

@@ -64,3 +64,17 @@ def test_size_zero_disables_the_cache() -> None:
     cache = VerifiedTokens(0, clock=Clock())
     cache.put("t", None, principal(), generation=1)
     assert cache.get("t", None, generation=1) is None
+
+
+def test_the_cache_keeps_no_token_text() -> None:
+    """Only a digest of each token is kept: a heap dump holds no usable credential."""
+    import gc
+
+    token = ".".join(["eyJhbGciOiJSUzI1NiJ9", "x" * 300, str(id(Clock))])  # built, not a constant
+    cache = VerifiedTokens(10, clock=Clock())
+    cache.put(token, None, principal(), generation=1)
+    assert not any(
+        isinstance(holder, tuple) and token in holder for holder in gc.get_referrers(token)
+    )
+    assert cache.get(token, None, generation=1) == principal()
+    assert cache.get(token[:-1] + "X", None, generation=1) is None

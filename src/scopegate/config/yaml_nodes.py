@@ -127,6 +127,34 @@ class _Loader(yaml.SafeLoader):
             self.depth -= 1
 
 
+_FastLoader: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+_OPENING = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSING = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+def _compose_fast(text: str) -> tuple[yaml.SafeLoader, yaml.Node | None] | None:
+    """The node tree by libyaml, about six times faster than PyYAML's own reader and with far
+    less garbage left behind: what makes a file of 10,000 routes load in a second. Only for a
+    text libyaml reads without complaint and nested within `MAX_DEPTH` (checked on the event
+    stream first, which is not recursive); anything else (None) goes through the pure-Python
+    loader, whose errors are the ones worded for the user."""
+    if _FastLoader is None:
+        return None
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=_FastLoader):
+            if isinstance(event, _OPENING):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return None
+            elif isinstance(event, _CLOSING):
+                depth -= 1
+        loader = _FastLoader(text)
+        return loader, loader.get_single_node()
+    except yaml.YAMLError:
+        return None
+
+
 class _Walker:
     def __init__(self, loader: yaml.SafeLoader, file: str, env: Mapping[str, str]) -> None:
         self.loader, self.file, self.env, self.visited = loader, file, env, 0
@@ -232,11 +260,15 @@ def read_document(
 ) -> tuple[Document, list[ConfigError]]:
     """Plain data with positions, and every error met on the way (YAML syntax included);
     `data` is None when the text holds no YAML document."""
-    loader: _Loader | None = None
+    loader: yaml.SafeLoader | None = None
     try:
-        loader = _Loader(text)  # the reader checks every character first
+        fast = _compose_fast(text)
+        if fast is not None:
+            loader, root = fast
+        else:
+            loader = _Loader(text)  # the reader checks every character first
+            root = loader.get_single_node()
         walker = _Walker(loader, file, env)
-        root = loader.get_single_node()
         if root is None:
             return walker.document, [ConfigError(Source(file, 1, 1), "the file is empty")]
         walker.document.data = walker.walk(root, ())

@@ -5,6 +5,10 @@ was verified against: every successful key fetch starts a new generation, so a k
 the JWKS stops vouching for cached tokens at the next refresh. The cache is bounded (least
 recently used entries go first), keyed by the token and the audience it was checked for.
 
+The key holds a 128-bit BLAKE2b digest of the token, not the token: a bearer token is ~800 bytes,
+so 100,000 cached verdicts would otherwise keep 80 MB of credentials in memory (and in any core
+dump). A collision would need 2^64 tokens.
+
 Usage::
 
     cache = VerifiedTokens(10_000)
@@ -14,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,9 +35,13 @@ class _Entry:
     generation: int
 
 
+def _digest(token: str) -> bytes:
+    return hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 class VerifiedTokens:
     def __init__(self, size: int, *, clock: Callable[[], float] = time.time) -> None:
-        self._entries: LRUCache[tuple[str, str | None], _Entry] | None = (
+        self._entries: LRUCache[tuple[bytes, str | None], _Entry] | None = (
             LRUCache(maxsize=size) if size > 0 else None
         )
         self._clock = clock
@@ -40,11 +49,12 @@ class VerifiedTokens:
     def get(self, token: str, audience: str | None, *, generation: int) -> Principal | None:
         if self._entries is None:
             return None
-        entry = self._entries.get((token, audience))
+        key = (_digest(token), audience)
+        entry = self._entries.get(key)
         if entry is None:
             return None
         if entry.generation != generation or entry.expires_at <= self._clock():
-            del self._entries[(token, audience)]
+            del self._entries[key]
             return None
         return entry.principal
 
@@ -54,7 +64,7 @@ class VerifiedTokens:
         exp = principal.claims.get("exp")
         if self._entries is None or not isinstance(exp, int | float) or isinstance(exp, bool):
             return  # a token without exp is checked every time
-        self._entries[(token, audience)] = _Entry(principal, float(exp), generation)
+        self._entries[(_digest(token), audience)] = _Entry(principal, float(exp), generation)
 
     def __len__(self) -> int:
         return 0 if self._entries is None else len(self._entries)

@@ -1,213 +1,80 @@
-"""scopegate's benchmark: the gateway side by side with the upstream called directly and with a
-bare aiohttp proxy, in one run, on this machine.
+"""scopegate's benchmark: the gateway side by side, in one run, with the upstream called directly,
+a bare aiohttp proxy, and Auth0's Node stack (express + express-oauth2-jwt-bearer +
+http-proxy-middleware).
 
-    .venv/bin/python bench/run.py [--rounds 3] [--seconds 8] [--connections 32] [--out FILE]
+    .venv/bin/python bench/run.py [--rounds 3] [--seconds 8] [--only WORDS] [--out FILE]
 
-Layout: the server under test is pinned to core 0; wrk and the upstream (nginx, or a built-in
-aiohttp server if nginx is missing) share core 1. Rounds alternate the order of scenarios; each
-figure is the median over rounds. CPU per request is the server's user+system time over the
-requests wrk completed; every answer's status is checked through wrk's non-2xx count.
-Traffic goes to 127.0.0.1 only; every process started here is stopped by its PID.
+Layout: the server under test is pinned to core 0 (`--workers 2`: cores 0 and 1); wrk and the
+upstream (nginx, or a built-in aiohttp server if nginx is missing) share core 1. Rounds
+alternate the order of scenarios; each figure is the median over rounds. CPU per request is the
+server's user+system time (its worker processes included) over the requests wrk completed;
+every answer's status is checked through wrk's non-2xx count. After the throughput rounds:
+latency at half of scopegate's peak rate, memory with 10,000 routes and 100,000 cached tokens,
+and 1 GiB streamed each way. Traffic goes to 127.0.0.1 only; every process started here is
+stopped by its PID.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import math
 import os
 import platform
-import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-PYTHON = sys.executable
-AUDIENCE = "https://contacts.example.com"
-TICKS = os.sysconf("SC_CLK_TCK")
+import peers
+from loadgen import Sample, paced, rotating_tokens, run_wrk
+from procs import free_port, peak_rss_mib, pss_mib, rss_mib, started, wait_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_CORE = "0"
+SHARED_CORE = "1"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-@contextlib.contextmanager
-def started(
-    args: list[str], core: str | None, **kwargs: object
-) -> Iterator[subprocess.Popen[bytes]]:
-    command = (["taskset", "-c", core] if core and shutil.which("taskset") else []) + args
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs
-    )  # type: ignore[call-overload]
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-@dataclass
-class Sample:
-    rps: float
-    cpu_us: float
-    p50_ms: float
-    p99_ms: float
-    rss_mib: float
-    non_2xx: int
-    requests: int
-
-
-def _ms(output: str, percentile: str) -> float:
-    """A latency percentile of wrk's --latency table, in milliseconds (NaN if wrk gave none)."""
-    match = re.search(rf"{percentile}%\s+([\d.]+)(us|ms|s|m)\b", output)
-    if match is None:
-        return float("nan")
-    value, unit = match.groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
-
-
-def run_wrk(url: str, pid: int, seconds: int, connections: int, script: Path | None,
-            headers: dict[str, str]) -> Sample:  # fmt: skip
-    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    for name, value in headers.items():
-        args += ["-H", f"{name}: {value}"]
-    if script is not None:
-        args += ["-s", str(script)]
-    command = (["taskset", "-c", "1"] if shutil.which("taskset") else []) + args + [url]
-    before = cpu_seconds(pid)
-    output = subprocess.run(
-        command, capture_output=True, text=True, timeout=seconds + 30, check=True
-    ).stdout
-    used = cpu_seconds(pid) - before
-    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return Sample(
-        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
-        cpu_us=used / max(requests, 1) * 1e6,
-        p50_ms=_ms(output, "50"),
-        p99_ms=_ms(output, "99"),
-        rss_mib=rss_mib(pid),
-        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
-        requests=requests,
-    )
-
-
-def nginx_upstream(tmp: Path, port: int) -> list[str]:
-    conf = tmp / "nginx.conf"
-    conf.write_text(
-        f"master_process off; worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/error.log;\n"
-        "events { worker_connections 4096; }\n"
-        f"http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp};\n"
-        f"  fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n"
-        f'  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} }} }}\n'
-    )
-    return ["nginx", "-c", str(conf), "-e", str(tmp / "error.log")]
-
-
-def builtin_upstream(port: int) -> list[str]:
-    return [PYTHON, "-c", (
-        "import asyncio,uvloop\nfrom aiohttp import web\n"
-        "async def h(r): return web.Response(text='ok\\n')\n"
-        "async def m():\n r=web.ServerRunner(web.Server(h,access_log=None)); await r.setup()\n"
-        f" await web.TCPSite(r,'127.0.0.1',{port}).start(); await asyncio.Event().wait()\n"
-        "uvloop.install(); asyncio.run(m())\n"
-    )]  # fmt: skip
-
-
-def gateway_config(
-    tmp: Path, name: str, issuer: str, upstream_port: int, port: int, routes: int, cache: bool
-) -> Path:
-    lines = [
-        f"limits: {{token_cache_size: {10_000 if cache else 0}}}",
-        f"listen: 127.0.0.1:{port}", f"admin_listen: 127.0.0.1:{free_port()}",
-        "issuers:", f"  - issuer: {issuer}", f"    audiences: [{AUDIENCE}]",
-        f"upstreams:\n  contacts: http://127.0.0.1:{upstream_port}",
-        "routes:",
-        "  - {path: /contacts, methods: [GET], upstream: contacts, scopes: [read:contacts]}",
-        '  - {path: "/public/{rest*}", upstream: contacts, auth: none}',
-    ]  # fmt: skip
-    lines += [f'  - {{path: "/tenant{i}/items/{{id}}", upstream: contacts, scopes: [read:items]}}'
-              for i in range(routes - 2)]  # fmt: skip
-    path = tmp / f"{name}.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def cold_script(tmp: Path, tokens: Path) -> Path:
-    script = tmp / "cold.lua"
-    script.write_text(
-        "local tokens = {}\n"
-        f'for line in io.lines("{tokens}") do tokens[#tokens + 1] = line end\n'
-        "local i = 0\n"
-        "request = function()\n  i = i % #tokens + 1\n"
-        '  return wrk.format("GET", "/contacts", {["Authorization"] = "Bearer " .. tokens[i]})\nend\n'
-    )
-    return script
-
-
-@dataclass
+@dataclass(frozen=True)
 class Scenario:
     name: str
-    server: str  # direct | bare | scopegate | scopegate-10k
-    path: str
-    token: bool = False
-    cold: bool = False
-    expect_denied: bool = False
+    server: str  # direct | bare | node | scopegate
+    path: str = "/contacts"
+    token: str | None = None  # warm | cold | denied
+    routes: int = 10
+    workers: int = 1
 
 
-SCENARIOS = [
-    Scenario("upstream called directly", "direct", "/contacts"),
-    Scenario("bare aiohttp proxy, no auth", "bare", "/contacts"),
-    Scenario("scopegate, public route", "scopegate", "/public/x"),
-    Scenario("scopegate, valid token (warm)", "scopegate", "/contacts", token=True),
-    Scenario(
-        "scopegate, every token verified (cache off: cold)", "scopegate", "/contacts", cold=True
-    ),
-    Scenario(
-        "scopegate, 403 insufficient scope",
-        "scopegate",
-        "/contacts",
-        token=True,
-        expect_denied=True,
-    ),
-    Scenario("scopegate, 10,000 routes, valid token", "scopegate-10k", "/contacts", token=True),
-]
+DIRECT = Scenario("upstream called directly", "direct")
+BARE = Scenario("bare aiohttp proxy, no auth", "bare")
+NODE = Scenario("Node: express-oauth2-jwt-bearer + proxy, valid token", "node", token="warm")
+PUBLIC = Scenario("scopegate, public route", "scopegate", "/public/x")
+WARM = Scenario("scopegate, valid token (warm)", "scopegate", token="warm")
+COLD = Scenario("scopegate, every token verified (cache off: cold)", "scopegate", token="cold")
+DENIED = Scenario("scopegate, 403 insufficient scope", "scopegate", token="denied")
+LARGE = Scenario("scopegate, 10,000 routes, valid token", "scopegate", token="warm", routes=10_000)
+TWO = Scenario("scopegate --workers 2, valid token", "scopegate", token="warm", workers=2)
+SCENARIOS = [DIRECT, BARE, NODE, PUBLIC, WARM, COLD, DENIED, LARGE, TWO]
+
+
+@dataclass
+class World:
+    tmp: Path
+    upstream_port: int
+    upstream_pid: int
+    sink_port: int
+    issuer: str
+    issuer_port: int
+    tokens: Path
+    token: str
+    denied: str
+    args: argparse.Namespace
 
 
 def main() -> int:
@@ -215,158 +82,303 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=None, help="write the table here too")
-    parser.add_argument(
-        "--only",
-        action="append",
-        default=[],
-        metavar="WORDS",
-        help="run only scenarios whose name contains WORDS (repeatable); the baselines always run",
-    )
+    parser.add_argument("--only", action="append", default=[], metavar="WORDS",
+                        help="throughput scenarios whose name contains WORDS (repeatable); "
+                             "the baselines always run")  # fmt: skip
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=["latency", "memory", "large"], help="leave out a later part")  # fmt: skip
+    parser.add_argument("--cached-tokens", type=int, default=100_000)
+    parser.add_argument("--big-mib", type=int, default=1024, help="size of the streamed bodies")
+    parser.add_argument("--out", type=Path, default=None, help="write the report here too")
     args = parser.parse_args()
-    scenarios = [
-        s
-        for s in SCENARIOS
-        if s.server in ("direct", "bare") or not args.only or any(w in s.name for w in args.only)
-    ]
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
-    results: dict[str, list[Sample]] = {s.name: [] for s in scenarios}
+    node_missing = peers.node_ready()
+    scenarios = [
+        s for s in SCENARIOS
+        if s.server in ("direct", "bare") or not args.only or any(w in s.name for w in args.only)
+    ]  # fmt: skip
+    if node_missing:
+        print(f"the Node peer is left out: {node_missing}", file=sys.stderr)
+        scenarios.remove(NODE)
     with tempfile.TemporaryDirectory(prefix="scopegate-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        up_port, issuer_port = free_port(), free_port()
-        upstream_cmd = (
-            nginx_upstream(tmp, up_port) if shutil.which("nginx") else builtin_upstream(up_port)
-        )
+        big = tmp / "big.bin"
+        with big.open("wb") as handle:
+            handle.truncate(args.big_mib * 2**20)
+        up_port, sink_port, issuer_port = free_port(), free_port(), free_port()
+        upstream_cmd, upstream_name = peers.upstream_command(tmp, up_port, big)
         tokens = tmp / "tokens.txt"
-        denied_tokens = tmp / "denied.txt"
-        issuer_cmd = [
-            PYTHON,
-            str(HERE / "issuer.py"),
-            str(issuer_port),
-            str(tokens),
-            "4000",
-            AUDIENCE,
-            "read:contacts",
-        ]
-        with started(upstream_cmd, "1") as upstream, started(issuer_cmd, "1"):
+        with (
+            started(upstream_cmd, SHARED_CORE) as upstream,
+            started(peers.sink_command(sink_port), SHARED_CORE),
+            started(peers.issuer_command(issuer_port, tokens, 4000), SHARED_CORE),
+        ):
             wait_port(up_port)
-            wait_port(issuer_port, 120)
-            while len(tokens.read_text().splitlines()) < 4000 if tokens.exists() else True:
-                time.sleep(0.2)
-            issuer = f"http://127.0.0.1:{issuer_port}/"
-            token = tokens.read_text().splitlines()[0]
-            denied_tokens.write_text(_mint_denied(issuer_port))
-            for round_ in range(args.rounds):
-                order = scenarios if round_ % 2 == 0 else list(reversed(scenarios))
-                for scenario in order:
-                    sample = _measure(scenario, tmp, issuer, up_port, upstream.pid, token,
-                                      denied_tokens.read_text().strip(), tokens, args)  # fmt: skip
-                    results[scenario.name].append(sample)
-                    print(f"round {round_ + 1}: {scenario.name}: {sample.rps:.0f} req/s, "
-                          f"{sample.cpu_us:.0f} us CPU/req", flush=True)  # fmt: skip
-    table = render(results, args)
-    print(table)
+            wait_port(sink_port)
+            _wait_tokens(tokens, 4000)
+            world = World(tmp, up_port, upstream.pid, sink_port, f"http://127.0.0.1:{issuer_port}/",
+                          issuer_port, tokens, tokens.read_text().splitlines()[0],
+                          peers.mint_one(issuer_port, "other:scope"), args)  # fmt: skip
+            results = _throughput(world, scenarios)
+            report = [_header(args, upstream_name), _table(results, args)]
+            if "latency" not in args.skip and WARM in scenarios:
+                report.append(_latency(world, statistics.median(s.rps for s in results[WARM])))
+            if "memory" not in args.skip:
+                report.append(_memory(world))
+            if "large" not in args.skip:
+                report.append(_large_bodies(world, big))
+            report.append(_targets(results))
+    text = "\n".join(report)
+    print(text)
     if args.out:
-        args.out.write_text(table)
+        args.out.write_text(text)
     return 0
 
 
-def _mint_denied(issuer_port: int) -> str:
-    import json
-    import urllib.request
-
-    body = json.dumps({"audience": AUDIENCE, "scope": "other:scope", "lifetime": 3600}).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{issuer_port}/dev/token", data=body,
-        headers={"Content-Type": "application/json"},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return str(json.load(answer)["access_token"])
+def _wait_tokens(tokens: Path, count: int, seconds: float = 600) -> None:
+    deadline = time.monotonic() + seconds
+    while not tokens.exists() or len(tokens.read_text().splitlines()) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the issuer wrote no tokens")
+        time.sleep(0.2)
 
 
-def _measure(scenario: Scenario, tmp: Path, issuer: str, up_port: int, upstream_pid: int, token: str,
-             denied: str, tokens: Path, args: argparse.Namespace) -> Sample:  # fmt: skip
-    headers = {}
-    if scenario.token:
-        headers["Authorization"] = f"Bearer {denied if scenario.expect_denied else token}"
-    script = cold_script(tmp, tokens) if scenario.cold else None
-    if scenario.server == "direct":
-        return run_wrk(f"http://127.0.0.1:{up_port}{scenario.path}", upstream_pid, args.seconds,
-                       args.connections, script, headers)  # fmt: skip
+def _throughput(world: World, scenarios: list[Scenario]) -> dict[Scenario, list[Sample]]:
+    results: dict[Scenario, list[Sample]] = {s: [] for s in scenarios}
+    for round_ in range(world.args.rounds):
+        order = scenarios if round_ % 2 == 0 else list(reversed(scenarios))
+        for scenario in order:
+            sample = _measure(world, scenario)
+            results[scenario].append(sample)
+            print(f"round {round_ + 1}: {scenario.name}: {sample.rps:,.0f} req/s, "
+                  f"{sample.cpu_us:.0f} µs CPU/req", flush=True)  # fmt: skip
+    return results
+
+
+def _server(world: World, scenario: Scenario, name: str, *, cache: int = 10_000,
+            issuer: str | None = None) -> tuple[list[str], int, str | None]:  # fmt: skip
+    """The command of a scenario's server, its port and the cores it is pinned to."""
     port = free_port()
     if scenario.server == "bare":
-        command = [PYTHON, str(HERE / "bare_proxy.py"), str(port), f"http://127.0.0.1:{up_port}"]
-    else:
-        routes = 10_000 if scenario.server == "scopegate-10k" else 10
-        config = gateway_config(
-            tmp, scenario.server, issuer, up_port, port, routes, cache=not scenario.cold
-        )
-        command = [PYTHON, "-m", "scopegate", "serve", "-c", str(config)]
-    with started(command, "0", cwd=ROOT) as server:
-        wait_port(port, 60)
-        time.sleep(1.0)  # keys fetched, first requests warm the process
-        run_wrk(
-            f"http://127.0.0.1:{port}{scenario.path}",
-            server.pid,
-            1,
-            args.connections,
-            script,
-            headers,
-        )
-        sample = run_wrk(f"http://127.0.0.1:{port}{scenario.path}", server.pid, args.seconds,
-                         args.connections, script, headers)  # fmt: skip
-        wrong = sample.requests - sample.non_2xx if scenario.expect_denied else sample.non_2xx
-        if wrong:
-            raise RuntimeError(
-                f"{scenario.name}: {wrong} answers with an unexpected status; one of them: "
-                + _probe(f"http://127.0.0.1:{port}{scenario.path}", headers)
-            )
+        return peers.bare_proxy_command(port, world.upstream_port), port, SERVER_CORE
+    if scenario.server == "node":
+        return peers.node_command(port, world.upstream_port, world.issuer), port, SERVER_CORE
+    config = peers.scopegate_config(world.tmp, name, issuer or world.issuer, world.upstream_port,
+                                    port, routes=scenario.routes, cache=cache)  # fmt: skip
+    cores = SERVER_CORE if scenario.workers == 1 else f"{SERVER_CORE},{SHARED_CORE}"
+    return peers.scopegate_command(config, scenario.workers), port, cores
+
+
+def _measure(world: World, scenario: Scenario) -> Sample:
+    args = world.args
+    headers: dict[str, str] = {}
+    if scenario.token in ("warm", "denied"):
+        token = world.denied if scenario.token == "denied" else world.token
+        headers["Authorization"] = f"Bearer {token}"
+    script = (
+        rotating_tokens(world.tmp, world.tokens, scenario.path)
+        if scenario.token == "cold" else None
+    )  # fmt: skip
+    if scenario.server == "direct":
+        return run_wrk(f"http://127.0.0.1:{world.upstream_port}{scenario.path}",
+                       world.upstream_pid, seconds=args.seconds, connections=args.connections,
+                       headers=headers)  # fmt: skip
+    command, port, cores = _server(world, scenario, "scenario",
+                                   cache=0 if scenario.token == "cold" else 10_000)  # fmt: skip
+    url = f"http://127.0.0.1:{port}{scenario.path}"
+    with started(command, cores, cwd=ROOT) as server:
+        _wait_serving(url, headers)
+        run_wrk(url, server.pid, seconds=1, connections=args.connections, script=script,
+                headers=headers)  # warm-up: keys fetched, caches filled  # fmt: skip
+        sample = run_wrk(url, server.pid, seconds=args.seconds, connections=args.connections,
+                         script=script, headers=headers)  # fmt: skip
+    wrong = sample.requests - sample.non_2xx if scenario.token == "denied" else sample.non_2xx
+    if wrong:
+        raise RuntimeError(f"{scenario.name}: {wrong} answers with an unexpected status")
     return sample
 
 
-def _probe(url: str, headers: dict[str, str]) -> str:
-    import urllib.error
-    import urllib.request
+def _wait_serving(url: str, headers: dict[str, str], seconds: float = 60) -> None:
+    """Until the server answers anything at all (its keys may still be on their way)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2):
+                return
+        except urllib.error.HTTPError as error:
+            if error.code != 503:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing answers at {url}")
+        time.sleep(0.1)
 
-    try:
-        with urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers), timeout=5
-        ) as answer:
-            return f"{answer.status} {answer.read()[:300]!r}"
-    except urllib.error.HTTPError as error:
-        return f"{error.code} {error.read()[:300]!r}"
 
-
-def render(results: dict[str, list[Sample]], args: argparse.Namespace) -> str:
-    def med(samples: list[Sample], field: str) -> float:
-        return statistics.median(getattr(s, field) for s in samples)
-
-    bare = results["bare aiohttp proxy, no auth"]
-    base_rps = med(bare, "rps")
+def _latency(world: World, peak: float) -> str:
+    """p50/p99 at half of scopegate's peak rate, against the upstream called at the same rate."""
+    rate, connections, seconds = peak / 2, 16, max(world.args.seconds, 5)
+    script = paced(world.tmp, rate, connections)
+    headers = {"Authorization": f"Bearer {world.token}"}
+    rows = []
+    direct = run_wrk(f"http://127.0.0.1:{world.upstream_port}/contacts", world.upstream_pid,
+                     seconds=seconds, connections=connections, script=script)  # fmt: skip
+    rows.append(("upstream called directly", direct))
+    for scenario in (WARM, LARGE):
+        command, port, cores = _server(world, scenario, "latency")
+        url = f"http://127.0.0.1:{port}/contacts"
+        with started(command, cores, cwd=ROOT) as server:
+            _wait_serving(url, headers)
+            run_wrk(url, server.pid, seconds=1, connections=connections, headers=headers)
+            rows.append((scenario.name, run_wrk(url, server.pid, seconds=seconds,
+                         connections=connections, script=script, headers=headers)))  # fmt: skip
     lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores ({_cpu_model()}), "
-        f"Python {platform.python_version()}; wrk -t1 -c{args.connections} -d{args.seconds}s, "
-        f"median of {args.rounds} rounds; server on core 0, wrk and upstream on core 1.",
+        f"### Latency at half of the warm-token peak ({rate:,.0f} req/s offered, "
+        f"{connections} connections, wrk `delay()` pacing)", "",
+        "| scenario | req/s | p50 ms | p99 ms | p99 added over direct, ms |",
+        "|---|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for name, sample in rows:
+        added = sample.p99_ms - direct.p99_ms
+        lines.append(f"| {name} | {sample.rps:,.0f} | {sample.p50_ms:.2f} | "
+                     f"{sample.p99_ms:.2f} | {added:.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _memory(world: World) -> str:
+    """One scopegate with 10,000 routes and a cache of `--cached-tokens`, each token used once
+    (verified and remembered), then the same tokens again: memory under load."""
+    count = world.args.cached_tokens
+    tokens = world.tmp / "many.txt"
+    port_issuer = free_port()
+    with started(peers.issuer_command(port_issuer, tokens, count, "ES256"), SHARED_CORE):
+        _wait_tokens(tokens, count)
+        issuer = f"http://127.0.0.1:{port_issuer}/"
+        scenario = Scenario("memory", "scopegate", token="cold", routes=10_000)
+        command, port, cores = _server(world, scenario, "memory", cache=count, issuer=issuer)
+        url = f"http://127.0.0.1:{port}/contacts"
+        script = rotating_tokens(world.tmp, tokens, "/contacts")
+        with started(command, cores, cwd=ROOT) as server:
+            first = tokens.read_text().split("\n", 1)[0]
+            _wait_serving(url, {"Authorization": f"Bearer {first}"})
+            idle_rss, idle_pss = rss_mib(server.pid), pss_mib(server.pid)
+            probe = run_wrk(url, server.pid, seconds=3, connections=32, script=script)
+            seconds = math.ceil(count / max(probe.rps, 1) * 1.3) + 2
+            fill = run_wrk(url, server.pid, seconds=seconds, connections=32, script=script)
+            hits = run_wrk(url, server.pid, seconds=world.args.seconds, connections=32,
+                           script=script)  # fmt: skip
+            rss, pss = rss_mib(server.pid), pss_mib(server.pid)
+    return "\n".join([
+        f"### Memory: 10,000 routes, {count:,} tokens verified and cached (ES256), under load",
         "",
+        "| when | requests | req/s | RSS MiB | PSS MiB |",
+        "|---|---:|---:|---:|---:|",
+        f"| started, keys fetched | – | – | {idle_rss:.0f} | {idle_pss:.0f} |",
+        f"| filling the cache (each token verified once) | {fill.requests:,} | {fill.rps:,.0f} "
+        f"| {fill.rss_mib:.0f} | – |",
+        f"| every token a cache hit | {hits.requests:,} | {hits.rps:,.0f} | {rss:.0f} "
+        f"| {pss:.0f} |",
+        "",
+    ])  # fmt: skip
+
+
+def _large_bodies(world: World, big: Path) -> str:
+    """`--big-mib` streamed down (nginx serving a file) and up (to a sink reading it all), with
+    curl, directly and through a fresh scopegate each time: MB/s and scopegate's peak RSS."""
+    if shutil.which("curl") is None:
+        return "### Large bodies\n\ncurl is not installed: left out.\n"
+    rows = []
+    for direction, upstream_port in (("download", world.upstream_port),
+                                     ("upload", world.sink_port)):  # fmt: skip
+        target = "/public/big" if direction == "download" else "/public/upload"
+        direct = _curl(direction, f"http://127.0.0.1:{upstream_port}{target}", big)
+        port = free_port()
+        config = peers.scopegate_config(world.tmp, f"large-{direction}", world.issuer,
+                                        upstream_port, port)  # fmt: skip
+        with started(peers.scopegate_command(config), SERVER_CORE, cwd=ROOT) as server:
+            wait_port(port, 60)
+            through = _curl(direction, f"http://127.0.0.1:{port}{target}", big)
+            peak = peak_rss_mib(server.pid)
+        rows.append(f"| {direction} | {direct:,.0f} | {through:,.0f} | {through / direct:.2f} "
+                    f"| {peak:.0f} |")  # fmt: skip
+    return "\n".join(
+        [
+            f"### Large bodies: {big.stat().st_size / 2**20:,.0f} MiB streamed, curl",
+            "",
+            "| direction | direct MB/s | through scopegate MB/s | ratio | scopegate peak RSS MiB |",
+            "|---|---:|---:|---:|---:|",
+            *rows,
+            "",
+        ]
+    )
+
+
+def _curl(direction: str, url: str, big: Path) -> float:
+    args = ["curl", "-sS", "-o", os.devnull, "-w", "%{http_code} %{size_download} "
+            "%{size_upload} %{time_total}"]  # fmt: skip
+    if direction == "upload":
+        args += ["-T", str(big), "-H", "Expect:"]
+    output = subprocess.run([*args, url], capture_output=True, text=True, check=True, timeout=600)
+    code, down, up, seconds = output.stdout.split()
+    moved = float(up if direction == "upload" else down)
+    if code != "200" or moved != big.stat().st_size:
+        raise RuntimeError(f"{direction} through {url}: status {code}, {moved:.0f} bytes")
+    return moved / float(seconds) / 1e6
+
+
+def _med(samples: list[Sample], field: str) -> float:
+    return statistics.median(getattr(s, field) for s in samples)
+
+
+def _header(args: argparse.Namespace, upstream: str) -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    return (
+        f"Date: {datetime.now(UTC):%Y-%m-%d}. Machine: {platform.machine()}, {os.cpu_count()} "
+        f"cores ({cpu}), Python {platform.python_version()}. Upstream: {upstream}. wrk -t1 "
+        f"-c{args.connections} -d{args.seconds}s, median of {args.rounds} rounds; server on core "
+        f"{SERVER_CORE} (two workers: cores 0-1), wrk and upstream on core {SHARED_CORE}.\n"
+    )
+
+
+def _table(results: dict[Scenario, list[Sample]], args: argparse.Namespace) -> str:
+    base = _med(results[BARE], "rps")
+    lines = [
         "| scenario | req/s | × bare proxy | CPU µs/req | p50 ms | p99 ms | RSS MiB |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, samples in results.items():
+    for scenario, samples in results.items():
+        rps = _med(samples, "rps")
         lines.append(
-            f"| {name} | {med(samples, 'rps'):,.0f} | {med(samples, 'rps') / base_rps:.2f} | "
-            f"{med(samples, 'cpu_us'):.0f} | {med(samples, 'p50_ms'):.2f} | "
-            f"{med(samples, 'p99_ms'):.2f} | {med(samples, 'rss_mib'):.0f} |"
+            f"| {scenario.name} | {rps:,.0f} | {rps / base:.2f} | {_med(samples, 'cpu_us'):.0f} "
+            f"| {_med(samples, 'p50_ms'):.2f} | {_med(samples, 'p99_ms'):.2f} "
+            f"| {_med(samples, 'rss_mib'):.0f} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+def _targets(results: dict[Scenario, list[Sample]]) -> str:
+    """The speed issue's targets that the throughput rounds measure, as ratios."""
+
+    def rps(s: Scenario) -> float:
+        return _med(results[s], "rps") if s in results else math.nan
+
+    def cpu(s: Scenario) -> float:
+        return _med(results[s], "cpu_us") if s in results else math.nan
+
+    rows = [
+        ("warm token ÷ bare proxy, req/s", rps(WARM) / rps(BARE), "≥ 1.0"),
+        ("public route ÷ bare proxy, req/s", rps(PUBLIC) / rps(BARE), "≥ 1.5"),
+        ("warm token ÷ Node stack, req/s", rps(WARM) / rps(NODE), "≥ 3"),
+        ("cold ÷ warm, CPU µs/req", cpu(COLD) / cpu(WARM), "≤ 1.5"),
+        ("10,000 routes ÷ 10 routes, req/s", rps(LARGE) / rps(WARM), "≥ 0.95"),
+        ("two workers ÷ one, CPU µs/req", cpu(TWO) / cpu(WARM), "≤ 1.0"),
+    ]
+    lines = ["### Targets", "", "| target | measured | wanted |", "|---|---:|---:|"]
+    lines += [f"| {name} | {value:.2f} | {wanted} |" for name, value, wanted in rows]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -86,8 +86,14 @@ def rotating_tokens(tmp: Path, tokens: Path, path: str) -> Path:
 
 
 def paced(tmp: Path, rate: float, connections: int) -> Path:
-    """About `rate` requests/s in all: each connection waits its share before each request
-    (wrk's `delay`), so latency is measured below saturation, not in a queue."""
+    """About `rate` requests/s in all, as Poisson arrivals: before each request a connection
+    waits an exponentially distributed time (wrk's `delay`) whose mean is its share. A fixed
+    delay would keep the connections in lockstep, and every request would queue behind the
+    burst of the others."""
     script = tmp / f"paced-{int(rate)}.lua"
-    script.write_text(f"function delay()\n  return {connections / rate * 1000:.3f}\nend\n")
+    mean_ms = connections / rate * 1000
+    script.write_text(
+        "math.randomseed(os.time())\n"
+        f"function delay()\n  return -{mean_ms:.4f} * math.log(1 - math.random())\nend\n"
+    )
     return script

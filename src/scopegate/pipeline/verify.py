@@ -30,7 +30,6 @@ Usage::
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import math
@@ -88,17 +87,23 @@ def _reject_constant(name: str) -> Any:
     raise _malformed(f"{name} is not a JSON number")
 
 
+_JSON = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def b64url_decode(part: str) -> bytes:
+    """Unpadded base64url (RFC 7515 §2) that `_B64URL` has already matched; raises
+    `binascii.Error` for a length no base64 text has (4n + 1)."""
+    data = part.encode("ascii").translate(_FROM_URLSAFE)
+    return binascii.a2b_base64(data + b"=" * (-len(data) % 4), strict_mode=True)
+
+
 def _json_object(part: str, what: str) -> dict[str, Any]:
     if not _B64URL.fullmatch(part):
         raise _malformed(f"the {what} is not base64url")
     try:
-        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
         # RFC 8259 §8.1: JSON between systems is UTF-8; `json.loads(bytes)` would also take UTF-16.
-        value = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-        )
+        value = _JSON.decode(b64url_decode(part).decode("utf-8"))
     except (binascii.Error, ValueError, RecursionError):
         raise _malformed(f"the {what} is not valid JSON") from None
     if not isinstance(value, dict):
@@ -242,7 +247,7 @@ class TokenVerifier:
             raise Denied(Reason.DISALLOWED_ALG, "the token's alg does not fit its key")
         signing_input, _, encoded = token.rpartition(".")
         try:
-            signature = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+            signature = b64url_decode(encoded)
         except binascii.Error:  # a length no base64 text has (4n + 1)
             raise _malformed("the signature is not base64url") from None
         if not key.Algorithm.verify(signing_input.encode("ascii"), key.key, signature):

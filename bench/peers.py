@@ -84,7 +84,8 @@ def node_ready() -> str | None:
     """Why the Node peer cannot run here, or None once its locked packages are installed."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         return "node and npm are not installed"
-    if not (NODE_DIR / "node_modules").exists():
+    installed = NODE_DIR / "node_modules" / "express-oauth2-jwt-bearer" / "package.json"
+    if not installed.exists():
         subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR)],
             check=True,

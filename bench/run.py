@@ -189,7 +189,7 @@ def _measure(world: World, scenario: Scenario) -> Sample:
                                    cache=0 if scenario.token == "cold" else 10_000)  # fmt: skip
     url = f"http://127.0.0.1:{port}{scenario.path}"
     with started(command, cores, cwd=ROOT) as server:
-        _wait_serving(url, headers)
+        _wait_serving(url, headers, server)
         run_wrk(url, server.pid, seconds=1, connections=args.connections, script=script,
                 headers=headers)  # warm-up: keys fetched, caches filled  # fmt: skip
         sample = run_wrk(url, server.pid, seconds=args.seconds, connections=args.connections,
@@ -200,10 +200,14 @@ def _measure(world: World, scenario: Scenario) -> Sample:
     return sample
 
 
-def _wait_serving(url: str, headers: dict[str, str], seconds: float = 60) -> None:
+def _wait_serving(
+    url: str, headers: dict[str, str], server: subprocess.Popen[bytes], seconds: float = 60
+) -> None:
     """Until the server answers anything at all (its keys may still be on their way)."""
     deadline = time.monotonic() + seconds
     while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited with {server.returncode}")
         try:
             with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2):
                 return
@@ -230,7 +234,7 @@ def _latency(world: World, peak: float) -> str:
         command, port, cores = _server(world, scenario, "latency")
         url = f"http://127.0.0.1:{port}/contacts"
         with started(command, cores, cwd=ROOT) as server:
-            _wait_serving(url, headers)
+            _wait_serving(url, headers, server)
             run_wrk(url, server.pid, seconds=1, connections=connections, headers=headers)
             rows.append((scenario.name, run_wrk(url, server.pid, seconds=seconds,
                          connections=connections, script=script, headers=headers)))  # fmt: skip
@@ -262,7 +266,7 @@ def _memory(world: World) -> str:
         script = rotating_tokens(world.tmp, tokens, "/contacts")
         with started(command, cores, cwd=ROOT) as server:
             first = tokens.read_text().split("\n", 1)[0]
-            _wait_serving(url, {"Authorization": f"Bearer {first}"})
+            _wait_serving(url, {"Authorization": f"Bearer {first}"}, server)
             idle_rss, idle_pss = rss_mib(server.pid), pss_mib(server.pid)
             probe = run_wrk(url, server.pid, seconds=3, connections=32, script=script)
             seconds = math.ceil(count / max(probe.rps, 1) * 1.3) + 2

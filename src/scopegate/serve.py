@@ -19,19 +19,10 @@ from pathlib import Path
 from scopegate import __version__, logs
 from scopegate.app import SHUTDOWN_GRACE, RunningGateway
 from scopegate.config.errors import ConfigErrors
-from scopegate.config.load import load_config
+from scopegate.config.load import read_config_bytes
 from scopegate.config.model import Config
-from scopegate.runtime import route_errors
+from scopegate.loading import load_compact, load_compact_async
 from scopegate.worker_state import report_readiness
-
-
-def load_complete(path: Path) -> Config:
-    """Load and validate a file whole, route table included; raise `ConfigErrors` otherwise."""
-    config = load_config(path)
-    errors = route_errors(config)
-    if errors:
-        raise ConfigErrors(errors)
-    return config
 
 
 def install_event_loop_policy() -> None:
@@ -54,11 +45,23 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-async def reload_from(path: Path, running: RunningGateway, *, count: bool = True) -> bool:
-    """Reload `path` into `running`; `count=False` in a worker, whose supervisor counts."""
+async def reload_from(
+    path: Path,
+    running: RunningGateway,
+    raw: bytes | None = None,
+    *,
+    count: bool = True,
+    one_at_a_time: asyncio.Lock | None = None,
+) -> bool:
+    """Reload `path` (as the bytes `raw`, when read at the signal) into `running`;
+    `count=False` in a worker, whose supervisor counts. Reloads sharing `one_at_a_time` apply
+    in the order they were asked for (asyncio's lock is first come, first served)."""
     try:
-        config = load_complete(path)
-        await running.reload(config)
+        async with one_at_a_time or asyncio.Lock():
+            if raw is None:
+                raw = read_config_bytes(path)
+            config = await load_compact_async(path, raw)
+            await running.reload(config)
     except ConfigErrors as errors:
         if count:
             running.metrics.config_reloads.labels(result="error").inc()
@@ -76,9 +79,16 @@ async def reload_from(path: Path, running: RunningGateway, *, count: bool = True
 def _on_signals(running: RunningGateway, path: Path, stop: asyncio.Event, *, count: bool) -> None:
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[bool]] = set()
+    in_order = asyncio.Lock()
 
     def on_hup() -> None:
-        task = loop.create_task(reload_from(path, running, count=count))
+        try:
+            raw: bytes | None = read_config_bytes(path)  # the file as it is when asked
+        except ConfigErrors:
+            raw = None  # reported by the reload itself
+        task = loop.create_task(
+            reload_from(path, running, raw, count=count, one_at_a_time=in_order)
+        )
         reloads.add(task)  # held until done: the loop keeps only weak references to tasks
         task.add_done_callback(reloads.discard)
 
@@ -128,7 +138,7 @@ async def serve_as_worker(path: Path, config: Config, fd: int, state_dir: Path) 
 def run(path: Path, *, worker_fd: int | None = None, worker_state: Path | None = None) -> int:
     logs.configure()
     try:
-        config = load_complete(path)
+        config = load_compact(path)
     except ConfigErrors as errors:
         for error in errors.errors:
             logs.event("configuration rejected", logging.ERROR, error=str(error))

@@ -85,7 +85,7 @@ class Supervisor:
 
     async def run(self) -> int:
         from scopegate import logs
-        from scopegate.serve import load_complete
+        from scopegate.loading import load_complete
 
         config = load_complete(self.path)
         self._socket = _listening_socket(config.listen.host, config.listen.port)
@@ -119,7 +119,7 @@ class Supervisor:
     async def _reload(self) -> None:
         from scopegate import logs
         from scopegate.config.errors import ConfigErrors
-        from scopegate.serve import load_complete
+        from scopegate.loading import load_complete
 
         try:
             load_complete(self.path)

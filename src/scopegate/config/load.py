@@ -54,13 +54,23 @@ def _validator() -> Draft202012Validator:
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
     """Read and load the file at `path` (UTF-8, at most `MAX_FILE_BYTES`); `env=None` means
     `os.environ`. Raises `ConfigErrors`, at 1:1 when the file itself is the problem."""
+    return load_config_bytes(read_config_bytes(path), os.fspath(path), env)
+
+
+def read_config_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The file's bytes (one more than `MAX_FILE_BYTES` at most); `ConfigErrors` if unreadable."""
     name = os.fspath(path)
-    start = Source(name, 1, 1)
     try:
         with open(name, "rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
+            return handle.read(MAX_FILE_BYTES + 1)
     except OSError as error:
-        raise ConfigErrors([ConfigError(start, f"cannot read: {error.strerror}")]) from None
+        message = f"cannot read: {error.strerror}"
+        raise ConfigErrors([ConfigError(Source(name, 1, 1), message)]) from None
+
+
+def load_config_bytes(raw: bytes, name: str, env: Mapping[str, str] | None = None) -> Config:
+    """`load_config` for bytes already read from the file called `name`."""
+    start = Source(name, 1, 1)
     if len(raw) > MAX_FILE_BYTES:
         message = f"larger than {MAX_FILE_BYTES} bytes: refused"
         raise ConfigErrors([ConfigError(start, message)])

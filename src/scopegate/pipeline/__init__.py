@@ -39,6 +39,9 @@ class Principal:
     claims: Mapping[str, Any]
     scopes: frozenset[str]
     issuer: str | None
+    # What a consumer derived from this principal and keeps with it (a cached token's identity
+    # headers), as (who derived it, value). Not part of the principal's value.
+    derived: tuple[object, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def authenticated(self) -> bool:

@@ -34,6 +34,7 @@ import binascii
 import json
 import math
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 
 DEFAULT_CACHE_SIZE = 10_000
+_MAX_SHARED_SCOPE_SETS = 10_000
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _TIME_CLAIMS = ("exp", "nbf", "iat")
 
@@ -79,7 +81,9 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for name, value in pairs:
         if name in members:
             raise _malformed(f"duplicate member name {name!r}")
-        members[name] = value
+        # Interned: every cached token's claims then share one "iss", "exp", ... (interned
+        # strings are freed with their last use, so hostile names do not accumulate).
+        members[sys.intern(name)] = value
     return members
 
 
@@ -181,6 +185,7 @@ class TokenVerifier:
         }
         self._sources = tuple(plan.keys for plan in self._plans.values())
         self._clock = clock
+        self._scope_sets: dict[frozenset[str], frozenset[str]] = {}
         self._verified = VerifiedTokens(cache_size)
 
     async def verify(self, token: str, *, audience: str | None = None) -> Principal:
@@ -200,7 +205,10 @@ class TokenVerifier:
     def _generation(self) -> int:
         # The sum of every source's generation moves whenever any of them does, which is all a
         # cache hit needs to know (the issuer is unknown until the token is parsed).
-        return sum(source.generation for source in self._sources)
+        sources = self._sources
+        if len(sources) == 1:
+            return sources[0].generation
+        return sum(source.generation for source in sources)
 
     async def _verify(self, token: str, audience: str | None) -> Principal:
         header, claims = parse_unverified(token)
@@ -220,9 +228,18 @@ class TokenVerifier:
         key = await plan.keys.key_for(kid, alg)
         self._check_signature(token, key, alg)
         self._check_claims(claims, plan, audience)
-        return Principal(
-            claims, granted_scopes(claims, plan.issuer.scope_claims), plan.issuer.issuer
-        )
+        claims["iss"] = plan.issuer.issuer  # equal, and shared by every token of the issuer
+        return Principal(claims, self._shared(granted_scopes(claims, plan.issuer.scope_claims)),
+                         plan.issuer.issuer)  # fmt: skip
+
+    def _shared(self, scopes: frozenset[str]) -> frozenset[str]:
+        """One set object per distinct scope set: most tokens of an API carry one of a few."""
+        shared = self._scope_sets.get(scopes)
+        if shared is None:
+            shared = scopes
+            if len(self._scope_sets) < _MAX_SHARED_SCOPE_SETS:
+                self._scope_sets[scopes] = scopes
+        return shared
 
     def _plan_for(self, claims: Mapping[str, Any]) -> _Plan:
         iss = claims.get("iss")

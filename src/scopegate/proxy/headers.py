@@ -142,9 +142,22 @@ class HeaderPolicy:
         host = client_host if upstream_host is None else upstream_host.encode("ascii")
         lines += (b"Host: ", host, b"\r\nX-Request-Id: ", request_id.encode("ascii"), b"\r\n")
         if principal.authenticated:
-            self._add_identity(lines, principal)
+            lines.append(self._identity(principal))
         lines += (framing, b"\r\n")
         return b"".join(lines)
+
+    def _identity(self, principal: Principal) -> bytes:
+        """The identity header lines; worked out once per principal and policy (a cached token
+        is the same principal on every request)."""
+        derived = principal.derived
+        if derived is not None and derived[0] is self:
+            cached: bytes = derived[1]
+            return cached
+        lines: list[bytes] = []
+        self._add_identity(lines, principal)
+        block = b"".join(lines)
+        object.__setattr__(principal, "derived", (self, block))  # a memo, not a value change
+        return block
 
     def _add_identity(self, lines: list[bytes], principal: Principal) -> None:
         for claim, header in self._claims_to_headers:

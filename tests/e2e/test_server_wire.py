@@ -125,3 +125,17 @@ async def test_a_client_that_leaves_mid_upload_leaves_the_gateway_serving(env: E
         await writer.wait_closed()
     raw = await read_raw(env.port, get("/public/still-here", "Connection: close"))
     assert parse(raw)[0].status == 200
+
+
+async def test_a_client_that_half_closes_gets_every_answer_and_then_the_end(env: Env) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+    try:
+        writer.write(get("/public/one") + get("/public/two"))
+        writer.write_eof()
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            raw = await reader.read()  # until the gateway closes
+        assert time.monotonic() - started < 3
+    finally:
+        writer.close()
+    assert [a.json()["target"] for a in parse(raw)] == ["/public/one", "/public/two"]

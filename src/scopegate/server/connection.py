@@ -108,6 +108,7 @@ class HttpConnection(asyncio.Protocol):
         self._stream_bodyless = False
         self._close_after_answer = False
         self._lingering = False
+        self._client_eof = False
 
     # Connection lifecycle
 
@@ -154,9 +155,10 @@ class HttpConnection(asyncio.Protocol):
             self._transport.abort()
 
     def eof_received(self) -> bool | None:
-        # A client that half-closes after its request still gets the answer.
+        # A client that half-closes after its request still gets the answer, and then the end.
         if self._lingering or (self._task is None and not self._in_head):
             return None
+        self._client_eof = True  # answer what arrived, then close
         return True
 
     # Reading
@@ -296,7 +298,7 @@ class HttpConnection(asyncio.Protocol):
                     return
         finally:
             self._task = None
-        if self._shutting_down:
+        if self._shutting_down or self._client_eof:
             self.close()
         elif not self._in_head:
             self._arm_idle_timer()

@@ -37,7 +37,7 @@ lock: $(STAMP)  ## re-resolve requirements/*.lock from pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -q -o requirements/runtime.lock
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -q -o requirements/dev.lock
 
-bench: $(STAMP)  ## benchmark against nginx and a bare aiohttp proxy (needs wrk; nginx optional)
+bench: $(STAMP)  ## benchmark beside nginx, a bare aiohttp proxy and Auth0's Node stack (needs wrk, curl)
 	$(BIN)/python bench/run.py --rounds 3 --seconds 8 --out bench/out.md
 
 clean:  ## remove the environment and caches

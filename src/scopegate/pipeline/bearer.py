@@ -15,11 +15,11 @@ token RFC 6750 writes `1*SP`, so one space or several are accepted. Nothing else
 scheme followed by a tab is not `Bearer` at all (as for a prefix-matching extractor such as
 Envoy's), and a tab or a space inside the token is `invalid_request`, so that no token two
 parsers could cut in different places reaches the verifier. Whitespace around the whole field
-value is not part of it (RFC 9110 §5.5) and is ignored, as aiohttp's own parser does.
+value is not part of it (RFC 9110 §5.5) and is ignored.
 
 Usage::
 
-    token = extract_bearer(request.headers.getall("Authorization", []), max_token_bytes=8192)
+    token = extract_bearer(request.header_values(b"authorization"), max_token_bytes=8192)
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from scopegate.reasons import Denied, Reason
 
 SUPPORTED_VERSIONS = frozenset({(1, 0), (1, 1)})
 # Fields defined as a single value (RFC 9110), where a second copy can only be an attack or a
-# bug; the same set aiohttp refuses.
+# bug; the set aiohttp refuses too.
 SINGLETONS = frozenset(
     {
         b"host",

@@ -132,7 +132,7 @@ def _check_origin_form(raw: str) -> None:
 def parse_target(raw: str) -> Target:
     """Split and normalise a request-target as received on the request line.
 
-    `raw` is what aiohttp calls `request.raw_path`; bytes that were not UTF-8 arrive as
+    `raw` is the request-target as the server decoded it; bytes that were not UTF-8 arrive as
     surrogate escapes and, being outside printable ASCII, are refused like any other.
     """
     _check_origin_form(raw)

@@ -65,6 +65,11 @@ class RunningGateway:
         return self._public.port
 
     @property
+    def open_connections(self) -> int:
+        """Client connections open on the public port."""
+        return self._public.open_connections
+
+    @property
     def admin_port(self) -> int:
         if self._admin is None:
             raise RuntimeError("this gateway serves no admin port (a worker of a supervisor)")

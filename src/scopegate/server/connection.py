@@ -159,6 +159,8 @@ class HttpConnection(asyncio.Protocol):
         if self._lingering or (self._task is None and not self._in_head):
             return None
         self._client_eof = True  # answer what arrived, then close
+        if self._current is not None and not self._current.body.complete:
+            self._current.body.fail()  # the rest of this body can never come
         return True
 
     # Reading
@@ -291,7 +293,7 @@ class HttpConnection(asyncio.Protocol):
                     self._maybe_resume_reading()
                 if self._close_after_answer or self._transport is None:
                     self._queue.clear()
-                    if request.body.complete or self._no_more_requests:
+                    if request.body.complete or self._no_more_requests or self._client_eof:
                         self.close()
                     else:
                         self._linger()

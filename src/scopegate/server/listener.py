@@ -57,6 +57,10 @@ class Listener:
                 return int(address[1])
         raise RuntimeError("the server has no TCP address")
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
     async def stop(self, grace: float) -> None:
         self._server.close()
         for connection in list(self._connections):

@@ -214,3 +214,35 @@ async def test_an_early_answer_is_relayed_while_the_body_is_still_on_its_way() -
         body = b"x" * 4_000_000
         answer = await exchange(gateway.public_port, request_bytes("POST", "/upload", body=body))
         assert (answer.status, answer.body) == (413, b"too big\n")
+
+
+async def test_an_answer_head_without_end_is_a_502_not_a_memory_leak() -> None:
+    async def script(up: ScriptedUpstream, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter, index: int) -> None:  # fmt: skip
+        await up.read_request(reader, index)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        with contextlib.suppress(ConnectionError):
+            for i in range(2000):  # 2,000 headers of 100 bytes, never ended
+                writer.write(b"X-Filler-%04d: %s\r\n" % (i, b"y" * 84))
+                await writer.drain()
+            await asyncio.sleep(5)  # and the connection held open
+
+    async with ScriptedUpstream(script) as upstream, gateway_before(upstream) as gateway:
+        started = asyncio.get_running_loop().time()
+        answer = await exchange(gateway.public_port, request_bytes("GET", "/endless"))
+        assert answer.status == 502  # at once, not a 504 after the 2 s timeout
+        assert asyncio.get_running_loop().time() - started < 1.5
+        assert errors(gateway, "reset") == 1
+
+
+async def test_one_oversized_answer_header_is_a_502() -> None:
+    async def script(up: ScriptedUpstream, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter, index: int) -> None:  # fmt: skip
+        await up.read_request(reader, index)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nX-Big: " + b"z" * 70_000 + b"\r\nContent-Length: 2\r\n\r\nok"
+        )
+
+    async with ScriptedUpstream(script) as upstream, gateway_before(upstream) as gateway:
+        answer = await exchange(gateway.public_port, request_bytes("GET", "/big-header"))
+        assert answer.status == 502

@@ -28,6 +28,7 @@ from typing import cast
 import httptools
 
 READ_HIGH_WATER = 256 * 1024  # buffered answer bytes before the socket stops being read
+MAX_HEAD_BYTES = 65_536  # an answer's status line and headers (1xx ones included)
 
 
 class UpstreamClosed(Exception):
@@ -84,6 +85,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._spoiled = False  # bytes after a complete answer, an unsent body: never reuse
         self._failure: Exception | None = None
         self.received_any = False  # a byte of this exchange's answer arrived
+        self._head_bytes = 0
         self.closed = False
         self.idle_since = 0.0
 
@@ -98,6 +100,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head = None
         self._done = False
         self._keep_alive = False
+        self._head_bytes = 0
         self.received_any = False
 
     def write(self, data: bytes) -> None:
@@ -201,6 +204,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.received_any = True
+        if self._head is None:
+            self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -209,6 +214,15 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as error:
             self._fail(UpstreamClosed(f"the upstream's answer is not valid HTTP/1.1 ({error})"))
             self.close()
+            return
+        # llhttp sets no limit of its own: an upstream sending headers without end must not hold
+        # the gateway's memory until the timeout (one read's worth is the most kept beyond it).
+        if self._head is None and self._head_bytes > MAX_HEAD_BYTES:
+            self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        self._fail(UpstreamClosed(f"the upstream's answer head exceeds {MAX_HEAD_BYTES} bytes"))
+        self.close()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -258,6 +272,11 @@ class UpstreamConnection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if status < 200:
             return  # 1xx interim answers (103 Early Hints, a stray 100) are not relayed
+        if len(self._status_text) + sum(len(n) + len(v) + 4 for n, v in self._headers) > (
+            MAX_HEAD_BYTES
+        ):
+            self._head_too_large()
+            return
         chunked = any(
             name.lower() == b"transfer-encoding" and b"chunked" in value.lower()
             for name, value in self._headers

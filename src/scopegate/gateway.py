@@ -25,7 +25,7 @@ from scopegate.proxy import upstream
 from scopegate.proxy.pool import UpstreamPool
 from scopegate.reasons import Denied, Reason
 from scopegate.runtime import Runtime
-from scopegate.server.request import Request
+from scopegate.server.request import BodyStalled, Request
 
 
 @dataclass
@@ -70,6 +70,13 @@ class Gateway:
             outcome.reason = denied.reason
             self._metrics.denied(outcome.route, denied.reason)
             request.answer(problem_answer(denied, rid, close=_must_close(request, denied)))
+        except BodyStalled:
+            outcome.error = "body_timeout"
+            stalled = plain_problem(
+                408, "Request Timeout", "the request body stopped arriving", "timeout", rid
+            )
+            stalled.close = True
+            request.answer(stalled)
         except upstream.UpstreamFailure as failure:
             outcome.error = failure.kind
             self._metrics.upstream_failed(str(outcome.upstream), failure.kind)

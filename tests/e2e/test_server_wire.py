@@ -142,3 +142,27 @@ async def test_a_client_that_half_closes_gets_every_answer_and_then_the_end(env:
     finally:
         writer.close()
     assert [a.json()["target"] for a in parse(raw)] == ["/public/one", "/public/two"]
+
+
+async def test_a_body_that_stops_arriving_is_408_after_the_idle_timeout() -> None:
+    """Slowloris on the body: the upstream connection is let go, the client told why."""
+    template = BASE_CONFIG.replace(
+        "  max_connections: 64", "  max_connections: 64\n  idle_timeout: 0.5"
+    )
+    async with gateway_env(template) as env:
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+        try:
+            writer.write(
+                b"POST /public/upload HTTP/1.1\r\nHost: gateway.test\r\nContent-Length: 100\r\n\r\n"
+                + b"x" * 10
+            )
+            started = time.monotonic()
+            async with asyncio.timeout(5):
+                raw = await reader.read()
+        finally:
+            writer.close()
+        answers = parse(raw)
+        assert [a.status for a in answers] == [408]
+        assert answers[0].header("Connection") == "close"
+        assert 0.4 < time.monotonic() - started < 3
+        assert env.upstream.received == []

@@ -234,6 +234,7 @@ class HttpConnection(asyncio.Protocol):
             chunked=chunked,
             keep_alive=parser.should_keep_alive(),
             remote=self._remote,
+            max_body_pause=self._settings.idle_timeout,
         )
         self._current = request
         self._queue.append(request)

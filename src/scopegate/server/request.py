@@ -23,11 +23,23 @@ class ClientGone(Exception):
     """The client closed the connection before its request or our answer was complete."""
 
 
-class BodyStream:
-    """The request body as it arrives; reading it lets the connection read more."""
+class BodyStalled(Exception):
+    """The client stopped sending its body for longer than the connection's idle timeout."""
 
-    def __init__(self, connection: HttpConnection) -> None:
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(BodyStalled())
+
+
+class BodyStream:
+    """The request body as it arrives; reading it lets the connection read more. A read waits
+    at most `max_pause` seconds for the next bytes: a client trickling its body (slowloris on
+    the body) cannot hold an upstream connection longer than that per byte."""
+
+    def __init__(self, connection: HttpConnection, max_pause: float) -> None:
         self._connection = connection
+        self._max_pause = max_pause
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -54,15 +66,21 @@ class BodyStream:
         self._wake()
 
     async def read(self) -> bytes:
-        """The next bytes of the body; b"" once it is complete. Raises `ClientGone`, or `Denied`
-        when the rest of the body is not valid HTTP/1.1 (a broken chunk)."""
+        """The next bytes of the body; b"" once it is complete. Raises `ClientGone`, `Denied`
+        when the rest of the body is not valid HTTP/1.1 (a broken chunk), or `BodyStalled`."""
         while not self._chunks:
             if self.complete:
                 return b""
             if self._failure is not None:
                 raise self._failure
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(self._max_pause, _expire, waiter) if self._max_pause else None
+            try:
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
         self._buffered = 0
@@ -104,6 +122,7 @@ class Request:
         chunked: bool,
         keep_alive: bool,
         remote: str | None,
+        max_body_pause: float = 0.0,
     ) -> None:
         self._connection = connection
         self.method = method
@@ -114,7 +133,7 @@ class Request:
         self.body_exists = chunked or bool(content_length)
         self.keep_alive = keep_alive
         self.remote = remote
-        self.body = BodyStream(connection)
+        self.body = BodyStream(connection, max_body_pause)
         if not self.body_exists:
             self.body.complete = True
         self.answered_status = 0

@@ -22,10 +22,11 @@ Usage (one exchange; `pool.py` hands out connections)::
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import cast
 
 import httptools
+
+from scopegate.inbox import Inbox, wait_at_most
 
 READ_HIGH_WATER = 256 * 1024  # buffered answer bytes before the socket stops being read
 MAX_HEAD_BYTES = 65_536  # an answer's status line and headers (1xx ones included)
@@ -58,11 +59,6 @@ class AnswerHead:
                     self.content_length = int(value)  # llhttp accepted it: digits only, one value
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(UpstreamTimeout())
-
-
 class UpstreamConnection(asyncio.Protocol):
     """A connection that carries one exchange at a time; `pool.UpstreamPool` reuses it."""
 
@@ -74,13 +70,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._status_text = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head: AnswerHead | None = None
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._reading_paused = False
+        self._body = self._new_inbox()
         self._writing_paused = False
-        self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._done = False  # the answer's last byte has arrived
         self._keep_alive = False
         self._spoiled = False  # bytes after a complete answer, an unsent body: never reuse
         self._failure: Exception | None = None
@@ -98,7 +90,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._status_text = b""
         self._headers = []
         self._head = None
-        self._done = False
+        self._body = self._new_inbox()
         self._keep_alive = False
         self._head_bytes = 0
         self.received_any = False
@@ -116,7 +108,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         waiter = self._loop.create_future()
         self._drain_waiter = waiter
-        await self._wait(waiter, max_wait)
+        await wait_at_most(waiter, max_wait, UpstreamTimeout)
 
     @property
     def head_arrived(self) -> bool:
@@ -126,32 +118,20 @@ class UpstreamConnection(asyncio.Protocol):
         while self._head is None:
             if self._failure is not None:
                 raise self._failure
-            await self._wait(self._new_waiter(), max_wait)
+            await self._body.wait(max_wait, UpstreamTimeout)
         return self._head
 
     async def read_body(self, max_wait: float) -> bytes:
         """The next part of the answer's body; b"" once it is complete."""
-        while not self._chunks:
-            if self._done:
-                return b""
-            if self._failure is not None:
-                raise self._failure
-            await self._wait(self._new_waiter(), max_wait)
-        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        self._chunks.clear()
-        self._buffered = 0
-        if self._reading_paused and self._transport is not None:
-            self._reading_paused = False
-            self._transport.resume_reading()
-        return data
+        return await self._body.get(max_wait, UpstreamTimeout)
 
     @property
     def reusable(self) -> bool:
         """The answer ended cleanly, both sides keep the connection, nothing else arrived."""
         return (
-            self._done
+            self._body.complete
             and self._keep_alive
-            and not self._chunks
+            and not self._body.pending
             and not self._spoiled
             and not self.closed
             and self._failure is None
@@ -166,29 +146,21 @@ class UpstreamConnection(asyncio.Protocol):
             self._transport.close()
         self.closed = True
 
-    async def _wait(self, waiter: asyncio.Future[None], max_wait: float) -> None:
-        timer = self._loop.call_later(max_wait, _expire, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
+    def _new_inbox(self) -> Inbox:
+        return Inbox(self._pause_reading, self._resume_reading, READ_HIGH_WATER)
 
-    def _new_waiter(self) -> asyncio.Future[None]:
-        waiter = self._loop.create_future()
-        self._waiter = waiter
-        return waiter
+    def _pause_reading(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+    def _resume_reading(self) -> None:
+        if self._transport is not None and not self.closed:
+            self._transport.resume_reading()
 
     def _fail(self, failure: Exception) -> None:
         if self._failure is None:
             self._failure = failure
-        self._wake()
+        self._body.fail(failure)
         drain = self._drain_waiter
         if drain is not None and not drain.done():
             drain.set_exception(failure)
@@ -199,7 +171,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is one, unregistered
 
     def data_received(self, data: bytes) -> None:
-        if self._parser is None or self._done:
+        if self._parser is None or self._body.complete:
             self._spoiled = True  # nobody asked: an answer out of turn
             self.close()
             return
@@ -230,12 +202,12 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         head = self._head
-        if not self._done and head is not None and head.content_length is None and not head.chunked:
+        done = self._body.complete
+        if not done and head is not None and head.content_length is None and not head.chunked:
             # A body delimited by the connection's end (RFC 9112 §6.3, rule 8) is complete now.
-            self._done = True
             self._keep_alive = False
-            self._wake()
-        elif not self._done:
+            self._body.finish()
+        elif not done:
             self._fail(UpstreamClosed("the upstream closed the connection"))
         drain = self._drain_waiter
         if drain is not None and not drain.done():
@@ -253,7 +225,7 @@ class UpstreamConnection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        if self._done:
+        if self._body.complete:
             self._spoiled = True  # a second answer to one request
             return
         self._status_text = b""
@@ -267,7 +239,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None
-        if self._done:
+        if self._body.complete:
             return
         status = self._parser.get_status_code()
         if status < 200:
@@ -288,28 +260,22 @@ class UpstreamConnection(asyncio.Protocol):
             chunked and not self._head_only,
         )
         if self._head_only:
-            self._done = True
             self._keep_alive = self._parser.should_keep_alive()
-        self._wake()
+            self._body.finish()
+        else:
+            self._body.wake()
 
     def on_body(self, body: bytes) -> None:
-        if self._done:
+        if self._body.complete:
             self._spoiled = True
             return
-        self._chunks.append(body)
-        self._buffered += len(body)
-        if self._buffered > READ_HIGH_WATER and not self._reading_paused:
-            assert self._transport is not None
-            self._reading_paused = True
-            self._transport.pause_reading()
-        self._wake()
+        self._body.put(body)
 
     def on_message_complete(self) -> None:
         assert self._parser is not None
         if self._head is None:
             return  # the end of an interim answer
-        if self._done:
+        if self._body.complete:
             return
-        self._done = True
         self._keep_alive = self._parser.should_keep_alive()
-        self._wake()
+        self._body.finish()

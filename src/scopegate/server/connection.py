@@ -246,7 +246,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self._current is not None:
-            self._current.body.feed(body)
+            self._current.body.put(body)
 
     def on_message_complete(self) -> None:
         if self._current is not None:

@@ -7,11 +7,10 @@ are forwarded without being decoded and encoded again. Lookups by name scan that
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from typing import TYPE_CHECKING
 
 from scopegate.answer import Answer, Headers
+from scopegate.inbox import Inbox
 
 if TYPE_CHECKING:
     from scopegate.server.connection import HttpConnection
@@ -27,72 +26,25 @@ class BodyStalled(Exception):
     """The client stopped sending its body for longer than the connection's idle timeout."""
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(BodyStalled())
-
-
-class BodyStream:
+class BodyStream(Inbox):
     """The request body as it arrives; reading it lets the connection read more. A read waits
-    at most `max_pause` seconds for the next bytes: a client trickling its body (slowloris on
-    the body) cannot hold an upstream connection longer than that per byte."""
+    at most `max_pause` seconds (0: no limit) for the next bytes: a client trickling its body
+    (slowloris on the body) cannot hold an upstream connection longer than that per byte."""
 
     def __init__(self, connection: HttpConnection, max_pause: float) -> None:
-        self._connection = connection
-        self._max_pause = max_pause
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self.complete = False
-        self._failure: Exception | None = None
-
-    def feed(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self._buffered += len(chunk)
-        if self._buffered > BODY_HIGH_WATER:
-            self._connection.pause_reading_for_body()
-        self._wake()
-
-    def finish(self) -> None:
-        self.complete = True
-        self._wake()
+        super().__init__(
+            connection.pause_reading_for_body, connection.resume_reading_for_body, BODY_HIGH_WATER
+        )
+        self._max_pause = max_pause or None
 
     def fail(self, failure: Exception | None = None) -> None:
         """The body will not complete: reading raises `failure` (default `ClientGone`)."""
-        if self._failure is None:
-            self._failure = failure or ClientGone(
-                "the client closed the connection during the request body"
-            )
-        self._wake()
+        super().fail(failure or ClientGone("the client closed the connection during the body"))
 
     async def read(self) -> bytes:
         """The next bytes of the body; b"" once it is complete. Raises `ClientGone`, `Denied`
         when the rest of the body is not valid HTTP/1.1 (a broken chunk), or `BodyStalled`."""
-        while not self._chunks:
-            if self.complete:
-                return b""
-            if self._failure is not None:
-                raise self._failure
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(self._max_pause, _expire, waiter) if self._max_pause else None
-            try:
-                await waiter
-            finally:
-                if timer is not None:
-                    timer.cancel()
-        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        self._chunks.clear()
-        self._buffered = 0
-        self._connection.resume_reading_for_body()
-        return data
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        return await self.get(self._max_pause, BodyStalled)
 
 
 class Request:

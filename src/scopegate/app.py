@@ -25,9 +25,9 @@ from prometheus_client import CollectorRegistry
 from scopegate.admin import admin_app
 from scopegate.config.model import Config
 from scopegate.gateway import Gateway
+from scopegate.keys.fetch import new_session
 from scopegate.metrics import Metrics
 from scopegate.proxy.pool import UpstreamPool
-from scopegate.proxy.upstream import new_session
 from scopegate.runtime import Runtime
 from scopegate.server.connection import Settings
 from scopegate.server.listener import Listener

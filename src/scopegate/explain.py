@@ -17,13 +17,13 @@ from scopegate.config.errors import ConfigError, ConfigErrors
 from scopegate.config.lint import catalogue_warnings
 from scopegate.config.load import load_config
 from scopegate.config.model import Config, Route, ScopeRule
+from scopegate.keys.fetch import new_session
 from scopegate.keys.store import JwksStore
 from scopegate.pipeline import Principal, RouteMatch
 from scopegate.pipeline.routing import compile_routes
 from scopegate.pipeline.scopes import require
 from scopegate.pipeline.target import parse_target
 from scopegate.pipeline.verify import TokenVerifier
-from scopegate.proxy.upstream import new_session
 from scopegate.reasons import Denied, Reason
 
 

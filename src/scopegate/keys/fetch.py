@@ -75,6 +75,16 @@ class FetchedKeySet:
         return frozenset(kid for kid, _ in self.by_id)
 
 
+def new_session() -> aiohttp.ClientSession:
+    """The client session for key and discovery fetches: no cookie jar, nothing decompressed
+    (the size cap counts the bytes that arrive)."""
+    return aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
+
+
 def is_loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
     if host == "localhost":

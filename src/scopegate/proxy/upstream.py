@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import aiohttp
-
 from scopegate.answer import Answer
 from scopegate.config.model import Upstream
 from scopegate.proxy.headers import response_headers
@@ -51,15 +49,6 @@ class UpstreamFailure(Exception):
     @property
     def status(self) -> int:
         return 504 if self.kind == "timeout" else 502
-
-
-def new_session() -> aiohttp.ClientSession:
-    """The client session for key fetches: no cookie jar, nothing decompressed."""
-    return aiohttp.ClientSession(
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-        timeout=aiohttp.ClientTimeout(total=None),
-    )
 
 
 def _classify(exc: BaseException) -> UpstreamFailure:

@@ -15,7 +15,7 @@ from scopegate.config.load import load_config_text
 from scopegate.devtools.keys import generate
 from tests.e2e.conftest import wait_ready
 from tests.support.jwks_server import JwksServer
-from tests.support.rawhttp import exchange, exchange_all, read_raw, request_bytes
+from tests.support.rawhttp import exchange, exchange_all, parse, read_raw, request_bytes
 from tests.support.scripted import ScriptedUpstream
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -128,15 +128,9 @@ async def test_a_body_ended_by_the_upstream_closing_is_relayed_whole() -> None:
             raw = await read_raw(gateway.public_port, request_bytes("GET", "/eof"))
             assert b"Transfer-Encoding: chunked" in raw
             assert raw.endswith(b"\r\n0\r\n\r\n")  # complete, not cut
-            assert exchange_body(raw) == b"until the end"
+            assert parse(raw)[-1].body == b"until the end"
         assert upstream.connections == 2  # such a connection is never reused
         assert errors(gateway, "reset") == 0
-
-
-def exchange_body(raw: bytes) -> bytes:
-    from tests.support.rawhttp import parse
-
-    return parse(raw)[-1].body
 
 
 async def test_an_answer_that_is_not_http_is_a_502() -> None:

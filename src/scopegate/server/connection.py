@@ -73,9 +73,18 @@ def _has_header(headers: Headers, name: bytes) -> bool:
     return any(n.lower() == name for n, _ in headers)
 
 
-def _status_line(status: int, reason: str) -> bytes:
+def _head(status: int, reason: str, headers: Headers, framing: bytes, ending: bytes) -> list[bytes]:
+    """An answer's head as pieces to join: status line, `headers`, `Date` when they carry none,
+    the `framing` line (length or chunked, or nothing), and `ending` (`Connection` and the
+    blank line)."""
     phrase = reason or reason_phrase(status)
-    return b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode("latin-1", "replace"))
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode("latin-1", "replace"))]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    if not _has_header(headers, b"date"):
+        parts.append(_DATE.get())
+    parts += (framing, ending)
+    return parts
 
 
 class HttpConnection(asyncio.Protocol):
@@ -340,15 +349,10 @@ class HttpConnection(asyncio.Protocol):
 
     def send_answer(self, request: Request, answer: Answer) -> None:
         close = self._must_close(request, answer.close)
-        parts = [_status_line(answer.status, answer.reason)]
-        for name, value in answer.headers:
-            parts += (name, b": ", value, b"\r\n")
-        if not _has_header(answer.headers, b"date"):
-            parts.append(_DATE.get())
         bodyless = answer.status in _NO_BODY_STATUSES or answer.status < 200
-        if not bodyless:
-            parts.append(b"Content-Length: %d\r\n" % len(answer.body))
-        parts.append(self._connection_line(request, close))
+        framing = b"" if bodyless else b"Content-Length: %d\r\n" % len(answer.body)
+        parts = _head(answer.status, answer.reason, answer.headers, framing,
+                      self._connection_line(request, close))  # fmt: skip
         if not bodyless and request.method != "HEAD":
             parts.append(answer.body)
         self.write(b"".join(parts))
@@ -360,24 +364,20 @@ class HttpConnection(asyncio.Protocol):
         self._stream_bodyless = bodyless or request.method == "HEAD"
         self._stream_chunked = False
         close_when_done = False
-        parts = [_status_line(status, reason)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        if not _has_header(headers, b"date"):
-            parts.append(_DATE.get())
+        framing = b""
         if not bodyless:
             if length is not None:
-                parts.append(b"Content-Length: %d\r\n" % length)
+                framing = b"Content-Length: %d\r\n" % length
             elif request.method == "HEAD":
                 pass  # a HEAD answer of unknown length says nothing of it
             elif request.version >= (1, 1):
-                parts.append(b"Transfer-Encoding: chunked\r\n")
+                framing = b"Transfer-Encoding: chunked\r\n"
                 self._stream_chunked = True
             else:
                 close_when_done = True  # HTTP/1.0: the body ends with the connection
         close = self._must_close(request, close_when_done)
-        parts.append(self._connection_line(request, close))
-        self.write(b"".join(parts))
+        ending = self._connection_line(request, close)
+        self.write(b"".join(_head(status, reason, headers, framing, ending)))
 
     async def write_stream(self, chunk: bytes) -> None:
         if self._stream_bodyless or not chunk:
@@ -453,16 +453,12 @@ class HttpConnection(asyncio.Protocol):
         self.write(self._bare_answer(answer))
         self.close()
 
-    def _bare_answer(self, answer: Answer) -> bytes:
-        parts = [_status_line(answer.status, "")]
-        for name, value in answer.headers:
-            parts += (name, b": ", value, b"\r\n")
-        parts += (
-            _DATE.get(),
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(answer.body),
-            answer.body,
-        )
-        return b"".join(parts)
+    @staticmethod
+    def _bare_answer(answer: Answer) -> bytes:
+        """An answer to no request (a head that never became one), closing the connection."""
+        framing = b"Content-Length: %d\r\n" % len(answer.body)
+        head = _head(answer.status, "", answer.headers, framing, b"Connection: close\r\n\r\n")
+        return b"".join([*head, answer.body])
 
     def _linger(self) -> None:
         """Close after an answer sent while the client is still sending its body: closing at

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import aiohttp
 
 from scopegate.config.errors import ConfigError, ConfigErrors
-from scopegate.config.model import Config, Issuer, JwksPolicy
+from scopegate.config.model import Config, Forwarding, Issuer, JwksPolicy
 from scopegate.keys.store import JwksStore, same_key_source
 from scopegate.metrics import Metrics
+from scopegate.pipeline import DESCRIBING_CLAIMS
 from scopegate.pipeline.routing import RouteTable, compile_routes
 from scopegate.pipeline.verify import TokenVerifier
 from scopegate.proxy.headers import HeaderPolicy
@@ -30,6 +31,15 @@ def route_errors(config: Config) -> list[ConfigError]:
     """Errors of the route table as a whole (bad patterns, ambiguous routes), as config errors."""
     compiled = compile_routes(config.routes)
     return [ConfigError(issue.source, issue.message) for issue in compiled.errors]
+
+
+def kept_claims(forward: Forwarding) -> frozenset[str]:
+    """The claims read after verification: what describes the caller in the access log, and what
+    is forwarded as headers (a dotted name by its literal name and by its first part)."""
+    names = set(DESCRIBING_CLAIMS)
+    for claim, _ in forward.claims_to_headers:
+        names.update((claim, claim.split(".", 1)[0]))
+    return frozenset(names)
 
 
 def _adopt_or_create(
@@ -96,7 +106,10 @@ class Runtime:
             config=config,
             routes=compiled.table,
             verifier=TokenVerifier(
-                config.issuers, stores, cache_size=config.limits.token_cache_size
+                config.issuers,
+                stores,
+                cache_size=config.limits.token_cache_size,
+                kept_claims=kept_claims(config.forward),
             ),
             key_stores=stores,
             headers=HeaderPolicy(config.forward),

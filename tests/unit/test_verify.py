@@ -14,11 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scopegate.config.model import Issuer
+from scopegate.config.model import Forwarding, Issuer
 from scopegate.devtools.keys import SigningKey, generate
 from scopegate.devtools.tokens import mint
 from scopegate.pipeline.verify import TokenVerifier
 from scopegate.reasons import Denied, Reason
+from scopegate.runtime import kept_claims
 
 ISSUER = "https://id.example.com/"
 OTHER = "https://other.example.com/"
@@ -190,6 +191,28 @@ async def test_valid_tokens_give_their_claims_and_scopes(key: SigningKey) -> Non
     assert principal.issuer == ISSUER
     assert principal.subject == "user-1"
     assert principal.scopes == {"read", "write"}
+
+
+async def test_a_principal_keeps_only_the_claims_asked_for_and_is_still_cached() -> None:
+    """What a cached token costs does not grow with what else it carries; `exp` still bounds it."""
+    issuer = Issuer(ISSUER, audiences=(AUDIENCE,), algorithms=("RS256",))
+    clock = [time.time()]
+    lean = TokenVerifier(
+        [issuer], {ISSUER: StaticKeys(RSA)}, kept_claims=kept_claims(Forwarding()),
+        clock=lambda: clock[0],
+    )  # fmt: skip
+    fat = token(extra_claims={"azp": "app", "permissions": ["p"] * 50, "meta": {"t": 1}})
+    principal = await lean.verify(fat)
+    assert dict(principal.claims) == {"sub": "user-1", "azp": "app"}
+    assert principal.client_id == "app"
+    assert await lean.verify(fat) is principal  # a cache hit
+    clock[0] += 301  # past exp (mint's lifetime is 300 s), which the principal no longer holds
+    assert await lean.verify(fat) is not principal
+
+
+def test_the_kept_claims_are_the_logged_ones_and_every_forwarded_one() -> None:
+    forward = Forwarding(claims_to_headers=(("meta.tenant", "X-Tenant"), ("org", "X-Org")))
+    assert kept_claims(forward) == {"sub", "azp", "client_id", "meta", "meta.tenant", "org"}
 
 
 @pytest.mark.parametrize(

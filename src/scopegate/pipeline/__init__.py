@@ -52,5 +52,15 @@ class Principal:
         sub = self.claims.get("sub")
         return sub if isinstance(sub, str) else None
 
+    @property
+    def client_id(self) -> Any:
+        """The OAuth client the token was issued to (`azp`, else `client_id`), for the log."""
+        return self.claims.get("azp") or self.claims.get("client_id")
+
+
+# The claims a principal is read for beyond its scopes (`subject`, `client_id`): with the claims
+# that `forward.claims_to_headers` names, all that a cached principal needs to keep.
+DESCRIBING_CLAIMS = ("sub", "azp", "client_id")
+
 
 ANONYMOUS = Principal(claims={}, scopes=frozenset(), issuer=None)

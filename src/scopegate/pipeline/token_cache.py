@@ -7,13 +7,14 @@ recently used entries go first), keyed by the token and the audience it was chec
 
 The key holds a 128-bit BLAKE2b digest of the token, not the token: a bearer token is ~800 bytes,
 so 100,000 cached verdicts would otherwise keep 80 MB of credentials in memory (and in any core
-dump). A collision would need 2^64 tokens.
+dump). The audience goes into the same digest, after the token's length so that no token and
+audience pair can pass for another: one 16-byte key per entry. A collision would need 2^64 tokens.
 
 Usage::
 
     cache = VerifiedTokens(10_000)
     principal = cache.get(token, audience, generation=store.generation)   # or None
-    cache.put(token, audience, principal, generation=store.generation)
+    cache.put(token, audience, principal, expires_at=claims["exp"], generation=store.generation)
 """
 
 from __future__ import annotations
@@ -35,21 +36,24 @@ class _Entry:
     generation: int
 
 
-def _digest(token: str) -> bytes:
-    return hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def _digest(token: str, audience: str | None) -> bytes:
+    encoded = token.encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(len(encoded).to_bytes(8, "big"), digest_size=16)
+    digest.update(encoded)
+    if audience is not None:
+        digest.update(audience.encode("utf-8", "surrogatepass"))
+    return digest.digest()
 
 
 class VerifiedTokens:
     def __init__(self, size: int, *, clock: Callable[[], float] = time.time) -> None:
-        self._entries: LRUCache[tuple[bytes, str | None], _Entry] | None = (
-            LRUCache(maxsize=size) if size > 0 else None
-        )
+        self._entries: LRUCache[bytes, _Entry] | None = LRUCache(maxsize=size) if size > 0 else None
         self._clock = clock
 
     def get(self, token: str, audience: str | None, *, generation: int) -> Principal | None:
         if self._entries is None:
             return None
-        key = (_digest(token), audience)
+        key = _digest(token, audience)
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -59,12 +63,22 @@ class VerifiedTokens:
         return entry.principal
 
     def put(
-        self, token: str, audience: str | None, principal: Principal, *, generation: int
+        self,
+        token: str,
+        audience: str | None,
+        principal: Principal,
+        *,
+        expires_at: object,
+        generation: int,
     ) -> None:
-        exp = principal.claims.get("exp")
-        if self._entries is None or not isinstance(exp, int | float) or isinstance(exp, bool):
+        """Remember `principal` for `token` until `expires_at` (the token's `exp` claim)."""
+        if (
+            self._entries is None
+            or not isinstance(expires_at, int | float)
+            or isinstance(expires_at, bool)
+        ):
             return  # a token without exp is checked every time
-        self._entries[(_digest(token), audience)] = _Entry(principal, float(exp), generation)
+        self._entries[_digest(token, audience)] = _Entry(principal, float(expires_at), generation)
 
     def __len__(self) -> int:
         return 0 if self._entries is None else len(self._entries)

@@ -36,7 +36,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -173,8 +173,12 @@ class TokenVerifier:
         key_sources: Mapping[str, KeySource],
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        kept_claims: Collection[str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`kept_claims`, when given, are the only claims a principal keeps (those the gateway
+        reads after verification): a cached principal then costs the same whatever else its
+        token carries. None keeps every claim."""
         self._plans = {
             issuer.issuer: _Plan(
                 issuer,
@@ -186,7 +190,8 @@ class TokenVerifier:
         self._sources = tuple(plan.keys for plan in self._plans.values())
         self._clock = clock
         self._scope_sets: dict[frozenset[str], frozenset[str]] = {}
-        self._verified = VerifiedTokens(cache_size)
+        self._verified = VerifiedTokens(cache_size, clock=clock)
+        self._kept = None if kept_claims is None else tuple(sys.intern(n) for n in kept_claims)
 
     async def verify(self, token: str, *, audience: str | None = None) -> Principal:
         """The principal a token proves; a token verified before, still unexpired and under the
@@ -198,8 +203,8 @@ class TokenVerifier:
             return cached
         # Taken before any key lookup: a key set that changes meanwhile makes this entry stale.
         generation = self._generation()
-        principal = await self._verify(token, audience)
-        self._verified.put(token, audience, principal, generation=generation)
+        principal, exp = await self._verify(token, audience)
+        self._verified.put(token, audience, principal, expires_at=exp, generation=generation)
         return principal
 
     def _generation(self) -> int:
@@ -210,7 +215,8 @@ class TokenVerifier:
             return sources[0].generation
         return sum(source.generation for source in sources)
 
-    async def _verify(self, token: str, audience: str | None) -> Principal:
+    async def _verify(self, token: str, audience: str | None) -> tuple[Principal, object]:
+        """The principal, and the token's `exp` claim (which it keeps only if asked to)."""
         header, claims = parse_unverified(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS:
@@ -229,8 +235,9 @@ class TokenVerifier:
         self._check_signature(token, key, alg)
         self._check_claims(claims, plan, audience)
         claims["iss"] = plan.issuer.issuer  # equal, and shared by every token of the issuer
-        return Principal(claims, self._shared(granted_scopes(claims, plan.issuer.scope_claims)),
-                         plan.issuer.issuer)  # fmt: skip
+        scopes = self._shared(granted_scopes(claims, plan.issuer.scope_claims))
+        kept = claims if self._kept is None else {n: claims[n] for n in self._kept if n in claims}
+        return Principal(kept, scopes, plan.issuer.issuer), claims.get("exp")
 
     def _shared(self, scopes: frozenset[str]) -> frozenset[str]:
         """One set object per distinct scope set: most tokens of an API carry one of a few."""

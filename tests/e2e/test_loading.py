@@ -28,6 +28,19 @@ def test_a_child_loads_the_same_configuration(tmp_path: Path) -> None:
     assert loading.load_compact(path) == loading.load_complete(path)
 
 
+def test_routes_share_the_values_they_repeat_across_the_child_boundary(tmp_path: Path) -> None:
+    """Thousands of routes name a few upstreams and scope rules: one object each, also once the
+    configuration has come back from the child."""
+    path = tmp_path / "scopegate.yaml"
+    path.write_text(
+        GOOD + "  - {path: /more, methods: [GET], upstream: api, scopes: [read:items]}\n"
+    )
+    for config in (loading.load_complete(path), loading.load_compact(path)):
+        first, _, more = config.routes
+        assert first.scopes is more.scopes
+        assert first.upstream is more.upstream
+
+
 def test_a_child_reports_the_same_errors(tmp_path: Path) -> None:
     path = tmp_path / "scopegate.yaml"
     path.write_text(

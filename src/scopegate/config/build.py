@@ -49,6 +49,12 @@ class Builder:
     def __init__(self, document: Document) -> None:
         self.doc = document
         self.errors: list[ConfigError] = []
+        self._shared: dict[object, object] = {}
+
+    def shared(self, value: T) -> T:
+        """One object for each distinct value: thousands of routes repeat a few upstream names,
+        method sets and scope rules (a one-scope rule is ~300 bytes)."""
+        return cast(T, self._shared.setdefault(value, value))
 
     def error(self, path: Path, message: str) -> None:
         self.errors.append(ConfigError(self.doc.source(path), at_path(path, message)))
@@ -196,8 +202,9 @@ def route(b: Builder, path: Path) -> Route | None:
         Route,
         spec,
         name=spec.get("name") or default_route_name(spec["path"], methods),
-        methods=methods,
-        scopes=scope_rule(spec.get("scopes")),
+        upstream=b.shared(spec["upstream"]),
+        methods=b.shared(methods),
+        scopes=b.shared(scope_rule(spec.get("scopes"))),
         max_body_bytes=None if body is None else int(body),  # the schema lets 1.0 through
         source=b.doc.source(path),
     )

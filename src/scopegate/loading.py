@@ -6,7 +6,8 @@ megabytes that stay; the allocator cannot hand that memory back, so a server tha
 file itself would carry it for good (106 MiB RSS against 82). The child parses and pickles the
 result; the server only unpickles the compact configuration. A reload's child runs while the
 server goes on serving, on the bytes the file held when the reload was asked for. Should the
-child fail to run at all, the file is parsed in-process instead.
+child fail to run at all, the file is parsed in-process instead. The parser and its libraries
+(YAML, JSON schema) are imported only then: a server that never needs them never holds them.
 
     config = load_compact(path)                 # at start, before the event loop
     config = await load_compact_async(path, raw)  # on SIGHUP, raw read at the signal
@@ -24,8 +25,8 @@ from typing import cast
 
 from scopegate import logs
 from scopegate.config.errors import ConfigErrors
-from scopegate.config.load import load_config_bytes, read_config_bytes
 from scopegate.config.model import Config
+from scopegate.config.reading import read_config_bytes
 from scopegate.runtime import route_errors
 
 _CHILD = [sys.executable, "-m", "scopegate.loading"]
@@ -34,6 +35,8 @@ _CHILD = [sys.executable, "-m", "scopegate.loading"]
 def load_complete(path: Path, raw: bytes | None = None) -> Config:
     """Load and validate a file whole (its bytes `raw`, if already read), route table included;
     raise `ConfigErrors` otherwise."""
+    from scopegate.config.load import load_config_bytes  # imported here: see the docstring
+
     config = load_config_bytes(read_config_bytes(path) if raw is None else raw, str(path))
     errors = route_errors(config)
     if errors:

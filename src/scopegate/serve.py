@@ -19,8 +19,8 @@ from pathlib import Path
 from scopegate import __version__, logs
 from scopegate.app import SHUTDOWN_GRACE, RunningGateway
 from scopegate.config.errors import ConfigErrors
-from scopegate.config.load import read_config_bytes
 from scopegate.config.model import Config
+from scopegate.config.reading import read_config_bytes
 from scopegate.loading import load_compact, load_compact_async
 from scopegate.worker_state import report_readiness
 

@@ -3,6 +3,8 @@ the same configuration, the same errors, and the in-process result when no child
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,13 @@ def test_without_a_working_child_the_server_loads_it_itself(
     path.write_text(GOOD)
     monkeypatch.setattr(loading, "_CHILD", ["false"])
     assert loading.load_compact(path) == loading.load_complete(path)
+
+
+def test_a_server_process_never_imports_the_parser_or_its_libraries() -> None:
+    """What parses the file lives in the child: the serving process stays without it."""
+    probe = (
+        "import sys, scopegate.serve, scopegate.workers\n"
+        "print(sorted(m for m in ('yaml', 'jsonschema', 'scopegate.config.load') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

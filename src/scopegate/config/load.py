@@ -36,11 +36,11 @@ from scopegate.config.errors import (
     schema_errors,
 )
 from scopegate.config.model import Address, Config, Source
+from scopegate.config.reading import MAX_FILE_BYTES, read_config_bytes
 from scopegate.config.yaml_nodes import Document, read_document
 
 __all__ = ["MAX_FILE_BYTES", "load_config", "load_config_text"]
 
-MAX_FILE_BYTES = 1 << 20  # a configuration is a few KiB; more is a mistake or an attack
 _WILDCARDS = frozenset({"0.0.0.0", "::"})
 _LISTEN, _ADMIN = Address("0.0.0.0", 8080), Address("127.0.0.1", 9100)  # SPEC §2 defaults
 
@@ -55,17 +55,6 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     """Read and load the file at `path` (UTF-8, at most `MAX_FILE_BYTES`); `env=None` means
     `os.environ`. Raises `ConfigErrors`, at 1:1 when the file itself is the problem."""
     return load_config_bytes(read_config_bytes(path), os.fspath(path), env)
-
-
-def read_config_bytes(path: str | os.PathLike[str]) -> bytes:
-    """The file's bytes (one more than `MAX_FILE_BYTES` at most); `ConfigErrors` if unreadable."""
-    name = os.fspath(path)
-    try:
-        with open(name, "rb") as handle:
-            return handle.read(MAX_FILE_BYTES + 1)
-    except OSError as error:
-        message = f"cannot read: {error.strerror}"
-        raise ConfigErrors([ConfigError(Source(name, 1, 1), message)]) from None
 
 
 def load_config_bytes(raw: bytes, name: str, env: Mapping[str, str] | None = None) -> Config:

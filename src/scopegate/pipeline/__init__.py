@@ -39,6 +39,7 @@ class Principal:
     claims: Mapping[str, Any]
     scopes: frozenset[str]
     issuer: str | None
+    expires_at: float | None = None  # the token's `exp`; None when it has none
     # What a consumer derived from this principal and keeps with it (a cached token's identity
     # headers), as (who derived it, value). Not part of the principal's value.
     derived: tuple[object, Any] | None = field(default=None, compare=False, repr=False)

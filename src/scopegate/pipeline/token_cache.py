@@ -2,8 +2,10 @@
 
 An entry lives until the token's own `exp`, and only while the issuer's key set is the one it
 was verified against: every successful key fetch starts a new generation, so a key removed from
-the JWKS stops vouching for cached tokens at the next refresh. The cache is bounded (least
-recently used entries go first), keyed by the token and the audience it was checked for.
+the JWKS stops vouching for cached tokens at the next refresh. Every entry belongs to the
+generation the cache last saw, so a new one empties the cache at once (entries carry no
+generation of their own). The cache is bounded (least recently used entries go first), keyed
+by the token and the audience it was checked for.
 
 The key holds a 128-bit BLAKE2b digest of the token, not the token: a bearer token is ~800 bytes,
 so 100,000 cached verdicts would otherwise keep 80 MB of credentials in memory (and in any core
@@ -14,7 +16,7 @@ Usage::
 
     cache = VerifiedTokens(10_000)
     principal = cache.get(token, audience, generation=store.generation)   # or None
-    cache.put(token, audience, principal, expires_at=claims["exp"], generation=store.generation)
+    cache.put(token, audience, principal, generation=store.generation)  # until principal.expires_at
 """
 
 from __future__ import annotations
@@ -22,18 +24,10 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from cachetools import LRUCache
 
 from scopegate.pipeline import Principal
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    principal: Principal
-    expires_at: float
-    generation: int
 
 
 def _digest(token: str, audience: str | None) -> bytes:
@@ -47,38 +41,40 @@ def _digest(token: str, audience: str | None) -> bytes:
 
 class VerifiedTokens:
     def __init__(self, size: int, *, clock: Callable[[], float] = time.time) -> None:
-        self._entries: LRUCache[bytes, _Entry] | None = LRUCache(maxsize=size) if size > 0 else None
+        self._entries: LRUCache[bytes, Principal] | None = (
+            LRUCache(maxsize=size) if size > 0 else None
+        )
+        self._generation: int | None = None  # that of every entry
         self._clock = clock
 
     def get(self, token: str, audience: str | None, *, generation: int) -> Principal | None:
         if self._entries is None:
             return None
-        key = _digest(token, audience)
-        entry = self._entries.get(key)
-        if entry is None:
+        if generation != self._generation:
+            self._entries.clear()  # every entry was verified under keys since replaced
+            self._generation = generation
             return None
-        if entry.generation != generation or entry.expires_at <= self._clock():
+        key = _digest(token, audience)
+        principal = self._entries.get(key)
+        if principal is None:
+            return None
+        if principal.expires_at is None or principal.expires_at <= self._clock():
             del self._entries[key]
             return None
-        return entry.principal
+        return principal
 
     def put(
-        self,
-        token: str,
-        audience: str | None,
-        principal: Principal,
-        *,
-        expires_at: object,
-        generation: int,
+        self, token: str, audience: str | None, principal: Principal, *, generation: int
     ) -> None:
-        """Remember `principal` for `token` until `expires_at` (the token's `exp` claim)."""
-        if (
-            self._entries is None
-            or not isinstance(expires_at, int | float)
-            or isinstance(expires_at, bool)
-        ):
+        """Remember `principal` for `token` until its `expires_at`; `generation` is the key set's
+        when verification began (a key set that moved since makes the verdict stale)."""
+        if self._entries is None or principal.expires_at is None:
             return  # a token without exp is checked every time
-        self._entries[_digest(token, audience)] = _Entry(principal, float(expires_at), generation)
+        if generation != self._generation:
+            if self._generation is not None:
+                return
+            self._generation = generation
+        self._entries[_digest(token, audience)] = principal
 
     def __len__(self) -> int:
         return 0 if self._entries is None else len(self._entries)

@@ -203,8 +203,8 @@ class TokenVerifier:
             return cached
         # Taken before any key lookup: a key set that changes meanwhile makes this entry stale.
         generation = self._generation()
-        principal, exp = await self._verify(token, audience)
-        self._verified.put(token, audience, principal, expires_at=exp, generation=generation)
+        principal = await self._verify(token, audience)
+        self._verified.put(token, audience, principal, generation=generation)
         return principal
 
     def _generation(self) -> int:
@@ -215,8 +215,7 @@ class TokenVerifier:
             return sources[0].generation
         return sum(source.generation for source in sources)
 
-    async def _verify(self, token: str, audience: str | None) -> tuple[Principal, object]:
-        """The principal, and the token's `exp` claim (which it keeps only if asked to)."""
+    async def _verify(self, token: str, audience: str | None) -> Principal:
         header, claims = parse_unverified(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS:
@@ -237,7 +236,8 @@ class TokenVerifier:
         claims["iss"] = plan.issuer.issuer  # equal, and shared by every token of the issuer
         scopes = self._shared(granted_scopes(claims, plan.issuer.scope_claims))
         kept = claims if self._kept is None else {n: claims[n] for n in self._kept if n in claims}
-        return Principal(kept, scopes, plan.issuer.issuer), claims.get("exp")
+        exp = claims.get("exp")  # a finite number if present: check_claim_types saw to it
+        return Principal(kept, scopes, plan.issuer.issuer, None if exp is None else float(exp))
 
     def _shared(self, scopes: frozenset[str]) -> frozenset[str]:
         """One set object per distinct scope set: most tokens of an API carry one of a few."""

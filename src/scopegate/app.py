@@ -27,6 +27,7 @@ from scopegate.config.model import Config
 from scopegate.gateway import Gateway
 from scopegate.keys.fetch import new_session
 from scopegate.metrics import Metrics
+from scopegate.pipeline.routing import compile_routes
 from scopegate.proxy.pool import UpstreamPool
 from scopegate.runtime import Runtime
 from scopegate.server.connection import Settings
@@ -80,10 +81,16 @@ class RunningGateway:
         return self.gateway.runtime
 
     async def reload(self, config: Config) -> None:
-        """Swap in `config` whole, or raise `ConfigErrors` and change nothing."""
+        """Swap in `config` whole, or raise `ConfigErrors` and change nothing.
+
+        The route table is compiled in a thread: 10,000 routes take ~0.3 s of CPU, which on the
+        event loop would hold every request in flight for as long."""
         async with self._reload_lock:
             old = self.gateway.runtime
-            new = Runtime.build(config, self._session, self.metrics, previous=old)
+            compiled = await asyncio.to_thread(compile_routes, config.routes)
+            new = Runtime.build(
+                config, self._session, self.metrics, previous=old, compiled=compiled
+            )
             await new.start()
             self.gateway.runtime = new
             await old.retire(keep=new)

@@ -22,7 +22,7 @@ from scopegate.config.model import Config, Forwarding, Issuer, JwksPolicy
 from scopegate.keys.store import JwksStore, same_key_source
 from scopegate.metrics import Metrics
 from scopegate.pipeline import DESCRIBING_CLAIMS
-from scopegate.pipeline.routing import RouteTable, compile_routes
+from scopegate.pipeline.routing import CompiledRoutes, RouteTable, compile_routes
 from scopegate.pipeline.verify import TokenVerifier
 from scopegate.proxy.headers import HeaderPolicy
 
@@ -84,13 +84,16 @@ class Runtime:
         session: aiohttp.ClientSession,
         metrics: Metrics,
         previous: Runtime | None = None,
+        compiled: CompiledRoutes | None = None,
     ) -> Runtime:
         """Compile everything the request path needs; raise `ConfigErrors` if the routes are bad.
 
-        Key stores of issuers whose settings did not change are carried over from `previous`, so
-        a reload costs the identity provider nothing.
+        `compiled`: the routes of `config` already compiled (a reload compiles them off the event
+        loop). Key stores of issuers whose settings did not change are carried over from
+        `previous`, so a reload costs the identity provider nothing.
         """
-        compiled = compile_routes(config.routes)
+        if compiled is None:
+            compiled = compile_routes(config.routes)
         if compiled.errors:
             raise ConfigErrors(
                 [ConfigError(issue.source, issue.message) for issue in compiled.errors]

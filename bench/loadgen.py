@@ -23,11 +23,21 @@ class Sample:
     rss_mib: float
     non_2xx: int
     requests: int
+    max_ms: float = math.nan
 
 
 def _ms(output: str, percentile: str) -> float:
     """A latency percentile of wrk's --latency table, in milliseconds (NaN if wrk gave none)."""
     match = re.search(rf"{percentile}%\s+([\d.]+)(us|ms|s|m)\b", output)
+    if match is None:
+        return math.nan
+    value, unit = match.groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def _max_ms(output: str) -> float:
+    """The slowest request, from wrk's `Latency avg stdev max` line, in milliseconds."""
+    match = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m)\b", output)
     if match is None:
         return math.nan
     value, unit = match.groups()
@@ -68,6 +78,7 @@ def run_wrk(url: str, server_pid: int, *, seconds: int, connections: int,
         rss_mib=rss_mib(server_pid),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         requests=requests,
+        max_ms=_max_ms(output),
     )
 
 

@@ -5,15 +5,19 @@ edits of the shipped example, which reach deep into the build step."""
 
 from __future__ import annotations
 
+import json
 import re
+from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from scopegate.config.errors import ConfigErrors
-from scopegate.config.load import load_config_text
-from scopegate.config.yaml_nodes import expand
+from scopegate.config.load import _validator, load_config_text
+from scopegate.config.yaml_nodes import expand, read_document
 
 EXAMPLE = (Path(__file__).parents[2] / "config" / "scopegate.example.yaml").read_text()
 LINES = EXAMPLE.splitlines(keepends=True)
@@ -115,3 +119,38 @@ def test_a_reference_is_replaced_by_its_value_and_nothing_else(
 ) -> None:
     """The value is inserted as it is: not expanded again, whatever `$` it holds."""
     assert expand(f"{around}${{{name}}}{around}", {name: value}) == (f"{around}{value}{around}", [])
+
+
+def _errors(validator: Draft202012Validator, document: Any) -> list[tuple[str, ...]]:
+    return sorted(
+        (*map(str, error.absolute_path), str(error.validator), error.message)
+        for error in validator.iter_errors(document)
+    )
+
+
+_WRITTEN = Draft202012Validator(json.loads((files("scopegate.config") / "schema.json").read_text()))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edited_example())
+def test_the_schema_with_references_inlined_finds_what_the_schema_as_written_finds(
+    text: str,
+) -> None:
+    """The loader validates against the schema with its references inlined (for speed): the
+    errors, where they point, and the keyword each comes from are those of the file as written."""
+    document = read_document(text, "f.yaml", ENV)[0].data
+    assert _errors(_validator(), document) == _errors(_WRITTEN, document)
+
+
+def test_references_beside_other_keywords_keep_both() -> None:
+    """A reference with its own bounds (`minimum`, `minItems`) is checked against both."""
+    document = {
+        "limits": {"max_body_bytes": -1, "token_cache_size": "x", "max_connections": 0},
+        "jwks": {"max_response_bytes": 0},
+        "issuers": [{"issuer": 5, "audiences": [], "algorithms": []}],
+        "upstreams": {"a": {"url": 7}},
+        "routes": [{"path": 1, "upstream": "a", "scopes": {"any": [1]}}, {"path": "/x"}],
+    }
+    found = _errors(_validator(), document)
+    assert found == _errors(_WRITTEN, document)
+    assert {error[-2] for error in found} >= {"minimum", "minItems", "type", "required"}

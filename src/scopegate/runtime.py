@@ -113,6 +113,7 @@ class Runtime:
                 stores,
                 cache_size=config.limits.token_cache_size,
                 kept_claims=kept_claims(config.forward),
+                carry_over=previous.verifier if previous is not None else None,
             ),
             key_stores=stores,
             headers=HeaderPolicy(config.forward),

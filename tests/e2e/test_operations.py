@@ -106,6 +106,38 @@ async def test_a_reload_that_keeps_the_key_source_fetches_nothing(env: Env) -> N
     assert answer.status == 200
 
 
+async def test_a_reload_of_routes_only_keeps_verified_tokens(env: Env) -> None:
+    """Nothing about verification changed, so no client's token needs verifying again."""
+    from dataclasses import replace
+
+    headers = env.bearer()
+    first = await exchange(env.port, request_bytes("GET", "/contacts", headers))
+    assert first.status == 200 and env.gateway.runtime.verifier.remembered == 1
+    config = env.gateway.runtime.config
+    await env.gateway.reload(replace(config, routes=config.routes[:-1]))
+    assert env.gateway.runtime.verifier.remembered == 1
+    again = await exchange(env.port, request_bytes("GET", "/contacts", headers))
+    assert again.status == 200
+
+
+async def test_a_reload_that_changes_the_checks_forgets_verified_tokens(env: Env) -> None:
+    """A token cached under the old audiences is checked anew under the new ones, and refused."""
+    from dataclasses import replace
+
+    headers = env.bearer()
+    first = await exchange(env.port, request_bytes("GET", "/contacts", headers))
+    assert first.status == 200
+    config = env.gateway.runtime.config
+    issuer = replace(config.issuers[0], audiences=("https://other.example.com",))
+    await env.gateway.reload(replace(config, issuers=(issuer,)))
+    assert env.gateway.runtime.verifier.remembered == 0
+    received = len(env.upstream.received)
+    again = await exchange(env.port, request_bytes("GET", "/contacts", headers))
+    assert again.status == 401
+    assert "(aud)" in str(again.header("WWW-Authenticate"))
+    assert len(env.upstream.received) == received
+
+
 async def test_a_denial_passes_through_a_context_manager_unharmed() -> None:
     """contextlib sets __traceback__ on exceptions leaving a context manager."""
     import contextlib

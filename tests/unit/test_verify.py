@@ -462,3 +462,25 @@ async def test_claim_checks_agree_with_pyjwt_decode(
     except Denied as denied:
         verdict = denied.reason
     assert verdict == expected
+
+
+async def test_verdicts_carry_over_only_to_a_verifier_that_checks_the_same_way() -> None:
+    from dataclasses import replace
+
+    from scopegate.config.model import Source
+
+    issuer = Issuer(ISSUER, audiences=(AUDIENCE,), algorithms=("RS256",))
+    keys = StaticKeys(RSA)
+    kept = kept_claims(Forwarding())
+    old = TokenVerifier([issuer], {ISSUER: keys}, kept_claims=kept)
+    await old.verify(token())
+    moved = replace(issuer, source=Source("scopegate.yaml", 40, 5))  # only where it is written
+
+    def successor(issuer: Issuer, keys: StaticKeys, kept: frozenset[str]) -> int:
+        return TokenVerifier([issuer], {ISSUER: keys}, kept_claims=kept, carry_over=old).remembered
+
+    assert successor(moved, keys, kept) == 1
+    assert successor(replace(issuer, leeway=0), keys, kept) == 0
+    assert successor(replace(issuer, scope_claims=("scp",)), keys, kept) == 0
+    assert successor(issuer, StaticKeys(RSA), kept) == 0  # another key source
+    assert successor(issuer, keys, kept | {"email"}) == 0

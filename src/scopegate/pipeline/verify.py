@@ -37,12 +37,12 @@ import re
 import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import jwt
 
-from scopegate.config.model import Issuer
+from scopegate.config.model import UNKNOWN_SOURCE, Issuer
 from scopegate.pipeline import Principal
 from scopegate.pipeline.scopes import granted_scopes
 from scopegate.pipeline.token_cache import VerifiedTokens
@@ -150,6 +150,10 @@ def check_claim_types(claims: Mapping[str, Any]) -> None:
         raise _malformed("the aud claim is neither a string nor an array of strings")
 
 
+def _as_set(names: tuple[str, ...] | None) -> frozenset[str] | None:
+    return None if names is None else frozenset(names)
+
+
 def _media_type(value: str) -> str:
     """RFC 7515 §4.1.9: `typ` compares case-insensitively, `application/` may be left out."""
     return value.lower().removeprefix("application/")
@@ -175,10 +179,15 @@ class TokenVerifier:
         cache_size: int = DEFAULT_CACHE_SIZE,
         kept_claims: Collection[str] | None = None,
         clock: Callable[[], float] = time.time,
+        carry_over: TokenVerifier | None = None,
     ) -> None:
         """`kept_claims`, when given, are the only claims a principal keeps (those the gateway
         reads after verification): a cached principal then costs the same whatever else its
-        token carries. None keeps every claim."""
+        token carries. None keeps every claim.
+
+        `carry_over`: a verifier whose remembered verdicts this one adopts if they are still
+        true here, that is when both verify the same way against the very same key sources
+        (a reload that changed only routes or upstreams keeps every client's token warm)."""
         self._plans = {
             issuer.issuer: _Plan(
                 issuer,
@@ -190,8 +199,35 @@ class TokenVerifier:
         self._sources = tuple(plan.keys for plan in self._plans.values())
         self._clock = clock
         self._scope_sets: dict[frozenset[str], frozenset[str]] = {}
-        self._verified = VerifiedTokens(cache_size, clock=clock)
         self._kept = None if kept_claims is None else tuple(sys.intern(n) for n in kept_claims)
+        self._cache_size = cache_size
+        self._verified: VerifiedTokens = (
+            carry_over._verified
+            if carry_over is not None and self._verifies_like(carry_over)
+            else VerifiedTokens(cache_size, clock=clock)
+        )
+
+    @property
+    def remembered(self) -> int:
+        """How many verified tokens are cached."""
+        return len(self._verified)
+
+    def _verifies_like(self, other: TokenVerifier) -> bool:
+        """Whether a verdict of `other` is this verifier's verdict too: the same issuers with
+        the same checks (where they were written aside), key sources, claims kept, cache."""
+        mine, theirs = self._plans, other._plans
+
+        def checks(plan: _Plan) -> tuple[object, ...]:
+            return (replace(plan.issuer, source=UNKNOWN_SOURCE), plan.token_type)
+
+        return (
+            mine.keys() == theirs.keys()
+            and all(mine[name].keys is theirs[name].keys for name in mine)
+            and all(checks(mine[name]) == checks(theirs[name]) for name in mine)
+            and _as_set(self._kept) == _as_set(other._kept)
+            and self._cache_size == other._cache_size
+            and self._clock is other._clock
+        )
 
     async def verify(self, token: str, *, audience: str | None = None) -> Principal:
         """The principal a token proves; a token verified before, still unexpired and under the

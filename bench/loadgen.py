@@ -28,16 +28,16 @@ class Sample:
 
 def _ms(output: str, percentile: str) -> float:
     """A latency percentile of wrk's --latency table, in milliseconds (NaN if wrk gave none)."""
-    match = re.search(rf"{percentile}%\s+([\d.]+)(us|ms|s|m)\b", output)
-    if match is None:
-        return math.nan
-    value, unit = match.groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+    return _duration_ms(re.search(rf"{percentile}%\s+([\d.]+)(us|ms|s|m)\b", output))
 
 
 def _max_ms(output: str) -> float:
     """The slowest request, from wrk's `Latency avg stdev max` line, in milliseconds."""
-    match = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m)\b", output)
+    return _duration_ms(re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m)\b", output))
+
+
+def _duration_ms(match: re.Match[str] | None) -> float:
+    """A wrk duration (`850.00us`, `1.20ms`, `2.01s`) matched as (number, unit), in ms."""
     if match is None:
         return math.nan
     value, unit = match.groups()

@@ -150,10 +150,6 @@ def check_claim_types(claims: Mapping[str, Any]) -> None:
         raise _malformed("the aud claim is neither a string nor an array of strings")
 
 
-def _as_set(names: tuple[str, ...] | None) -> frozenset[str] | None:
-    return None if names is None else frozenset(names)
-
-
 def _media_type(value: str) -> str:
     """RFC 7515 §4.1.9: `typ` compares case-insensitively, `application/` may be left out."""
     return value.lower().removeprefix("application/")
@@ -199,7 +195,7 @@ class TokenVerifier:
         self._sources = tuple(plan.keys for plan in self._plans.values())
         self._clock = clock
         self._scope_sets: dict[frozenset[str], frozenset[str]] = {}
-        self._kept = None if kept_claims is None else tuple(sys.intern(n) for n in kept_claims)
+        self._kept = None if kept_claims is None else frozenset(map(sys.intern, kept_claims))
         self._cache_size = cache_size
         self._verified: VerifiedTokens = (
             carry_over._verified
@@ -224,7 +220,7 @@ class TokenVerifier:
             mine.keys() == theirs.keys()
             and all(mine[name].keys is theirs[name].keys for name in mine)
             and all(checks(mine[name]) == checks(theirs[name]) for name in mine)
-            and _as_set(self._kept) == _as_set(other._kept)
+            and self._kept == other._kept
             and self._cache_size == other._cache_size
             and self._clock is other._clock
         )

@@ -107,23 +107,15 @@ async def test_a_post_on_a_dropped_connection_is_never_replayed() -> None:
 
 
 async def test_interim_answers_are_not_relayed() -> None:
-    async def script(up: ScriptedUpstream, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter, index: int) -> None:  # fmt: skip
-        await up.read_request(reader, index)
-        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n" + OK)
-
-    async with ScriptedUpstream(script) as upstream, gateway_before(upstream) as gateway:
+    sent = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n" + OK
+    async with ScriptedUpstream.answering(sent) as upstream, gateway_before(upstream) as gateway:
         answers = await exchange_all(gateway.public_port, request_bytes("GET", "/hints"))
         assert [(a.status, a.body) for a in answers] == [(200, b"ok")]
 
 
 async def test_a_body_ended_by_the_upstream_closing_is_relayed_whole() -> None:
-    async def script(up: ScriptedUpstream, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter, index: int) -> None:  # fmt: skip
-        await up.read_request(reader, index)
-        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
-
-    async with ScriptedUpstream(script) as upstream, gateway_before(upstream) as gateway:
+    sent = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end"
+    async with ScriptedUpstream.answering(sent) as upstream, gateway_before(upstream) as gateway:
         for _ in range(2):
             raw = await read_raw(gateway.public_port, request_bytes("GET", "/eof"))
             assert b"Transfer-Encoding: chunked" in raw
@@ -134,12 +126,8 @@ async def test_a_body_ended_by_the_upstream_closing_is_relayed_whole() -> None:
 
 
 async def test_an_answer_that_is_not_http_is_a_502() -> None:
-    async def script(up: ScriptedUpstream, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter, index: int) -> None:  # fmt: skip
-        await up.read_request(reader, index)
-        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-
-    async with ScriptedUpstream(script) as upstream, gateway_before(upstream) as gateway:
+    sent = b"SSH-2.0-OpenSSH_9.2\r\n\r\n"
+    async with ScriptedUpstream.answering(sent) as upstream, gateway_before(upstream) as gateway:
         answer = await exchange(gateway.public_port, request_bytes("GET", "/ssh"))
         assert answer.status == 502
         assert errors(gateway, "reset") == 1
@@ -230,13 +218,7 @@ async def test_an_answer_head_without_end_is_a_502_not_a_memory_leak() -> None:
 
 
 async def test_one_oversized_answer_header_is_a_502() -> None:
-    async def script(up: ScriptedUpstream, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter, index: int) -> None:  # fmt: skip
-        await up.read_request(reader, index)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nX-Big: " + b"z" * 70_000 + b"\r\nContent-Length: 2\r\n\r\nok"
-        )
-
-    async with ScriptedUpstream(script) as upstream, gateway_before(upstream) as gateway:
+    sent = b"HTTP/1.1 200 OK\r\nX-Big: " + b"z" * 70_000 + b"\r\nContent-Length: 2\r\n\r\nok"
+    async with ScriptedUpstream.answering(sent) as upstream, gateway_before(upstream) as gateway:
         answer = await exchange(gateway.public_port, request_bytes("GET", "/big-header"))
         assert answer.status == 502

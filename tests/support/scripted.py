@@ -12,6 +12,9 @@ Usage::
 
     async with ScriptedUpstream(script) as upstream:
         ...  # a gateway route pointed at upstream.url
+
+    async with ScriptedUpstream.answering(b"HTTP/1.1 200 OK\\r\\n...") as upstream:
+        ...  # each connection: one request read, those bytes written
 """
 
 from __future__ import annotations
@@ -40,6 +43,21 @@ Script = Callable[
 
 
 class ScriptedUpstream:
+    @classmethod
+    def answering(cls, answer: bytes) -> ScriptedUpstream:
+        """The commonest script: on each connection, read one request and write `answer`."""
+
+        async def script(
+            up: ScriptedUpstream,
+            reader: asyncio.StreamReader,
+            writer: asyncio.StreamWriter,
+            index: int,
+        ) -> None:
+            await up.read_request(reader, index)
+            writer.write(answer)
+
+        return cls(script)
+
     def __init__(self, script: Script) -> None:
         self._script = script
         self.seen: list[Seen] = []

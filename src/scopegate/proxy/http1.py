@@ -183,6 +183,7 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamClosed("the upstream switched protocols unasked"))
             self.close()
+            return
         except httptools.HttpParserError as error:
             self._fail(UpstreamClosed(f"the upstream's answer is not valid HTTP/1.1 ({error})"))
             self.close()

@@ -38,6 +38,16 @@ def _framing_error(detail: str) -> Denied:
     return Denied(Reason.INVALID_REQUEST, detail, challenge=False)
 
 
+def head_too_large(max_header_bytes: int) -> Denied:
+    """The 431 of a head over the limit: counted here once the head is whole, and by the server
+    while it is still arriving (so that an endless head is cut off)."""
+    return Denied(
+        Reason.HEADERS_TOO_LARGE,
+        f"the request line and headers exceed {max_header_bytes} bytes",
+        challenge=False,
+    )
+
+
 def head_size(method: str, target: str, raw_headers: Iterable[tuple[bytes, bytes]]) -> int:
     """Bytes of the request line and header section as sent (give or take optional spaces)."""
     size = len(method) + len(target) + len(" HTTP/1.1\r\n") + 2
@@ -58,11 +68,7 @@ def check_framing(
         raise _framing_error(f"HTTP/{version[0]}.{version[1]} is not served on this port")
     raw_headers = list(raw_headers)
     if head_size(method, target, raw_headers) > max_header_bytes:
-        raise Denied(
-            Reason.HEADERS_TOO_LARGE,
-            f"the request line and headers exceed {max_header_bytes} bytes",
-            challenge=False,
-        )
+        raise head_too_large(max_header_bytes)
     codings: list[str] = []
     singletons: set[bytes] = set()
     for name, value in raw_headers:

@@ -30,6 +30,7 @@ import httptools
 from scopegate import logs
 from scopegate.answer import Answer, Headers, reason_phrase
 from scopegate.metrics import UNMATCHED, Metrics
+from scopegate.pipeline.framing import head_too_large
 from scopegate.problems import internal_error, plain_problem, problem_answer, request_id
 from scopegate.reasons import Denied, Reason
 from scopegate.server.request import ClientGone, Request
@@ -191,13 +192,7 @@ class HttpConnection(asyncio.Protocol):
             )
             return
         if self._in_head and self._head_bytes > self._settings.max_header_bytes:
-            self._parse_failed(
-                Denied(
-                    Reason.HEADERS_TOO_LARGE,
-                    f"the request line and headers exceed {self._settings.max_header_bytes} bytes",
-                    challenge=False,
-                )
-            )
+            self._parse_failed(head_too_large(self._settings.max_header_bytes))
 
     def on_message_begin(self) -> None:
         self._in_head = True

@@ -1,0 +1,217 @@
+"""Instructions per request, counted by valgrind's callgrind: a cost the machine's neighbours
+cannot move.
+
+    .venv/bin/python bench/instructions.py [--requests 1000] [--rounds 1] [--only WORDS]
+
+`run.py` measures CPU time under wrk, and on a shared machine that moves by ±20–40 % between
+rounds. This counts the user-space instructions the server executes per request instead: each
+server runs under callgrind, answers a warm-up, has its counters zeroed, then answers
+`--requests` requests sent one after another on one keep-alive connection, and the count is
+dumped. Two rounds of the same scenario agree to within a fraction of a percent, so ratios of a
+few percent can be read.
+
+What it does not see: time in the kernel (system calls, the loopback), cache misses and
+branch mispredictions — an instruction of RSA arithmetic is cheaper than one of the
+interpreter's dispatch loop. It ranks code changes and compares configurations; `run.py`
+remains the measure of requests per second. Needs `valgrind`; uses `nginx` when installed.
+The callgrind dumps are kept in `bench/out/` for `callgrind_annotate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import peers
+from procs import free_port, started, wait_port
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = Path(__file__).resolve().parent / "out"
+WARM_UP = 50
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    server: str  # bare | scopegate
+    path: str = "/contacts"
+    token: str | None = None  # warm | new | denied
+    routes: int = 10
+    status: int = 200
+
+
+CASES = [
+    Case("bare aiohttp proxy, no auth", "bare"),
+    Case("scopegate, public route", "scopegate", "/public/x"),
+    Case("scopegate, valid token (warm)", "scopegate", token="warm"),
+    Case("scopegate, a new token every request (cold)", "scopegate", token="new"),
+    Case("scopegate, 403 insufficient scope", "scopegate", token="denied", status=403),
+    Case("scopegate, 10,000 routes, valid token", "scopegate", token="warm", routes=10_000),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--only", action="append", default=[], metavar="WORDS",
+                        help="only the cases whose name contains WORDS (repeatable)")  # fmt: skip
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("valgrind is needed: apt-get install valgrind", file=sys.stderr)
+        return 2
+    cases = [c for c in CASES if not args.only or any(w in c.name for w in args.only)]
+    OUT.mkdir(exist_ok=True)
+    counts: dict[Case, list[float]] = {case: [] for case in cases}
+    with tempfile.TemporaryDirectory(prefix="scopegate-instructions-") as name:
+        tmp = Path(name)
+        up_port, issuer_port = free_port(), free_port()
+        upstream_cmd, upstream_name = peers.upstream_command(tmp, up_port, tmp / "big.bin")
+        token_file = tmp / "tokens.txt"
+        wanted = WARM_UP + args.requests
+        with (
+            started(upstream_cmd, None),
+            started(peers.issuer_command(issuer_port, token_file, wanted), None),
+        ):
+            wait_port(up_port)
+            tokens = _tokens(token_file, wanted)
+            denied = peers.mint_one(issuer_port, "other:scope")
+            issuer = f"http://127.0.0.1:{issuer_port}/"
+            for round_ in range(args.rounds):
+                for case in cases:
+                    per_request = _count(tmp, case, issuer, up_port, tokens, denied, args.requests)
+                    counts[case].append(per_request)
+                    print(f"round {round_ + 1}: {case.name}: {per_request:,.0f} instructions"
+                          " per request", flush=True)  # fmt: skip
+    print(_table(counts, args, upstream_name))
+    return 0
+
+
+def _tokens(path: Path, count: int, seconds: float = 300) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while not path.exists() or len(path.read_text().splitlines()) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the issuer wrote no tokens")
+        time.sleep(0.2)
+    return path.read_text().splitlines()[:count]
+
+
+def _count(tmp: Path, case: Case, issuer: str, upstream_port: int, tokens: list[str],
+           denied: str, requests: int) -> float:  # fmt: skip
+    """Instructions per request of `case`'s server, counted after its warm-up."""
+    port = free_port()
+    if case.server == "bare":
+        command = peers.bare_proxy_command(port, upstream_port)
+    else:
+        config = peers.scopegate_config(tmp, "instructions", issuer, upstream_port, port,
+                                        routes=case.routes)  # fmt: skip
+        command = peers.scopegate_command(config)
+    out = tmp / "callgrind.out"
+    for old in tmp.glob("callgrind.out*"):
+        old.unlink()
+    # Children started with exec (the configuration's loading child) run natively.
+    with started(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
+                 None, cwd=ROOT) as server:  # fmt: skip
+        wait_port(port, seconds=600)
+        if case.token == "new":  # every request of the measured part brings a token never seen
+            warm_up, measured = tokens[:WARM_UP], tokens[WARM_UP : WARM_UP + requests]
+        else:
+            token = {"warm": tokens[0], "denied": denied}.get(case.token or "")
+            warm_up, measured = [token] * WARM_UP, [token] * requests
+        _send(port, case, warm_up, wait_for_keys=True)
+        _callgrind_control("-z", server.pid)
+        _send(port, case, measured)
+        _callgrind_control("-d", server.pid)
+        dumps = sorted(tmp.glob("callgrind.out.*"), key=lambda p: p.stat().st_mtime)
+        if not dumps:
+            raise RuntimeError(f"{case.name}: callgrind wrote no dump")
+        total = _summary(dumps[-1])
+        shutil.copy(dumps[-1], OUT / f"callgrind-{_slug(case)}.out")
+    return total / requests
+
+
+def _send(port: int, case: Case, tokens: Sequence[str | None], *,
+          wait_for_keys: bool = False) -> None:  # fmt: skip
+    """One request per token, one after another on one keep-alive connection; each answer's
+    status is checked. Until the server has its keys it may answer 503: `wait_for_keys` retries
+    the first request for up to a minute."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    deadline = time.monotonic() + 60
+    try:
+        for index, token in enumerate(tokens):
+            while True:
+                headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+                connection.request("GET", case.path, headers=headers)
+                answer = connection.getresponse()
+                answer.read()
+                retry = wait_for_keys and index == 0 and answer.status == 503
+                if retry and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    continue
+                if answer.status != case.status:
+                    raise RuntimeError(f"{case.name}: answered {answer.status}")
+                break
+    finally:
+        connection.close()
+
+
+def _callgrind_control(option: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True,
+                   timeout=300)  # fmt: skip
+
+
+def _summary(dump: Path) -> int:
+    """The instruction count (`Ir`) a callgrind dump holds."""
+    for line in dump.read_text().splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no summary in {dump}")
+
+
+def _slug(case: Case) -> str:
+    words = re.sub(r"[^a-z0-9 ]", "", case.name.lower().replace("scopegate, ", "")).split()
+    return "-".join(words[:4])
+
+
+def _table(counts: dict[Case, list[float]], args: argparse.Namespace, upstream: str) -> str:
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    by_name = {case.name: median(values) for case, values in counts.items()}
+    bare = by_name.get(CASES[0].name)
+    warm = by_name.get(CASES[2].name)
+    lines = [
+        f"Date: {time.strftime('%Y-%m-%d')}. valgrind --tool=callgrind, {args.requests} requests"
+        f" per case after {WARM_UP} of warm-up, one keep-alive connection, {args.rounds}"
+        f" round(s) (median). Upstream: {upstream}.",
+        "",
+        "| case | instructions/request | × bare proxy | × warm token | rounds |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for case, values in counts.items():
+        value = by_name[case.name]
+        spread = " / ".join(f"{v / 1000:,.1f} k" for v in values)
+        lines.append(
+            f"| {case.name} | {value:,.0f} | {_ratio(value, bare)} | {_ratio(value, warm)} |"
+            f" {spread} |"
+        )
+    return "\n".join(lines)
+
+
+def _ratio(value: float, base: float | None) -> str:
+    return "–" if not base else f"{value / base:.3f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

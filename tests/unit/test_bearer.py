@@ -3,11 +3,13 @@ tests/e2e/test_deny.py and the `header` family of tests/attacks."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from scopegate.pipeline.bearer import extract_bearer
+from scopegate.pipeline.bearer import extract_bearer, is_b64token
 from scopegate.reasons import Denied, Reason
 from tests.unit.strategies import anything, b64tokens, bearer_headers
 
@@ -157,3 +159,33 @@ class TestProperties:
             assert len(values) == 1
             assert token and " " not in token and len(token) <= LIMIT
             assert token.isascii()
+
+
+# RFC 6750 §2.1's grammar, written as the regular expression the checker stands in for.
+B64TOKEN_GRAMMAR = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+#: Text near the grammar's edges: its characters, padding anywhere, and some others.
+near_b64token = st.text(
+    st.one_of(
+        st.sampled_from("aZ09-._~+/="),
+        st.characters(exclude_categories=()),
+        st.sampled_from(" \t\x00\x7f\u00e9\u212a\u0131\udcff:,;\\"),
+    ),
+    max_size=12,
+)
+
+
+class TestB64tokenCheck:
+    @settings(max_examples=2000, deadline=None)
+    @given(st.one_of(near_b64token, b64tokens, anything))
+    def test_it_accepts_exactly_what_the_grammar_matches(self, text: str) -> None:
+        """The translate-based check and the grammar's expression agree on any text (the
+        Kelvin sign and dotless i lower-case to ASCII letters, and must not pass)."""
+        assert is_b64token(text) is bool(B64TOKEN_GRAMMAR.fullmatch(text))
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [("a", True), ("a==", True), ("=", False), ("", False), ("a=b", False),
+         ("a b", False), ("\u212a", False), ("a\n", False), ("-._~+/", True)],
+    )  # fmt: skip
+    def test_edges(self, text: str, expected: bool) -> None:
+        assert is_b64token(text) is expected

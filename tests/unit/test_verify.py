@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from scopegate.config.model import Forwarding, Issuer
 from scopegate.devtools.keys import SigningKey, generate
 from scopegate.devtools.tokens import mint
-from scopegate.pipeline.verify import TokenVerifier
+from scopegate.pipeline.verify import TokenVerifier, is_b64url
 from scopegate.reasons import Denied, Reason
 from scopegate.runtime import kept_claims
 
@@ -484,3 +485,23 @@ async def test_verdicts_carry_over_only_to_a_verifier_that_checks_the_same_way()
     assert successor(replace(issuer, scope_claims=("scp",)), keys, kept) == 0
     assert successor(issuer, StaticKeys(RSA), kept) == 0  # another key source
     assert successor(issuer, keys, kept | {"email"}) == 0
+
+
+class TestBase64urlAlphabet:
+    GRAMMAR = re.compile(r"[A-Za-z0-9_-]*")
+
+    @settings(max_examples=2000, deadline=None)
+    @given(
+        st.text(
+            st.one_of(
+                st.sampled_from("aZ09-_+/=."),
+                st.characters(exclude_categories=()),
+                st.sampled_from("\u212a\u0131\udcff\x00 "),
+            ),
+            max_size=12,
+        )
+    )
+    def test_it_accepts_exactly_the_alphabet(self, text: str) -> None:
+        """What the translate-based check accepts is what `[A-Za-z0-9_-]*` fully matches: no
+        `+`, `/` or `=` (base64, not base64url), nothing outside ASCII."""
+        assert is_b64url(text) is bool(self.GRAMMAR.fullmatch(text))

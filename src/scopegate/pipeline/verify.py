@@ -33,7 +33,7 @@ from __future__ import annotations
 import binascii
 import json
 import math
-import re
+import string
 import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -45,7 +45,7 @@ import jwt
 from scopegate.config.model import UNKNOWN_SOURCE, Issuer
 from scopegate.pipeline import Principal
 from scopegate.pipeline.scopes import granted_scopes
-from scopegate.pipeline.token_cache import VerifiedTokens
+from scopegate.pipeline.token_cache import VerifiedTokens, cache_key
 from scopegate.reasons import Denied, Reason
 
 # What the gateway can ever verify: asymmetric signatures only. A shared-secret HMAC would let
@@ -56,7 +56,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 
 DEFAULT_CACHE_SIZE = 10_000
 _MAX_SHARED_SCOPE_SETS = 10_000
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_B64URL_ALPHABET = (string.ascii_letters + string.digits + "-_").encode("ascii")
 _TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
@@ -95,15 +95,21 @@ _JSON = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_r
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
+def is_b64url(part: str) -> bool:
+    """Whether `part` is written in the base64url alphabet only (RFC 4648 §5, no padding): what
+    `[A-Za-z0-9_-]*` fully matches, checked in C by deleting the alphabet (`bytes.translate`)."""
+    return part.isascii() and not part.encode("ascii").translate(None, _B64URL_ALPHABET)
+
+
 def b64url_decode(part: str) -> bytes:
-    """Unpadded base64url (RFC 7515 §2) that `_B64URL` has already matched; raises
+    """Unpadded base64url (RFC 7515 §2) that `is_b64url` has already accepted; raises
     `binascii.Error` for a length no base64 text has (4n + 1)."""
     data = part.encode("ascii").translate(_FROM_URLSAFE)
     return binascii.a2b_base64(data + b"=" * (-len(data) % 4), strict_mode=True)
 
 
 def _json_object(part: str, what: str) -> dict[str, Any]:
-    if not _B64URL.fullmatch(part):
+    if not is_b64url(part):
         raise _malformed(f"the {what} is not base64url")
     try:
         # RFC 8259 §8.1: JSON between systems is UTF-8; `json.loads(bytes)` would also take UTF-16.
@@ -122,7 +128,7 @@ def parse_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise _malformed("encrypted tokens (JWE) are not accepted")
     if len(parts) != 3:
         raise _malformed("not a JWT: expected three dot-separated parts")
-    if not _B64URL.fullmatch(parts[2]):
+    if not is_b64url(parts[2]):
         raise _malformed("the signature is not base64url")
     return _json_object(parts[0], "header"), _json_object(parts[1], "claims")
 
@@ -230,13 +236,14 @@ class TokenVerifier:
         same key sets, is answered from the cache without parsing or verifying it again.
 
         `audience`, when given (a route's own), replaces the issuer's `audiences`."""
-        cached = self._verified.get(token, audience, generation=self._generation())
-        if cached is not None:
-            return cached
+        key = cache_key(token, audience)
         # Taken before any key lookup: a key set that changes meanwhile makes this entry stale.
         generation = self._generation()
+        cached = self._verified.get(key, generation=generation)
+        if cached is not None:
+            return cached
         principal = await self._verify(token, audience)
-        self._verified.put(token, audience, principal, generation=generation)
+        self._verified.put(key, principal, generation=generation)
         return principal
 
     def _generation(self) -> int:

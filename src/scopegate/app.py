@@ -26,7 +26,7 @@ from scopegate.admin import admin_app
 from scopegate.config.model import Config
 from scopegate.gateway import Gateway
 from scopegate.keys.fetch import new_session
-from scopegate.metrics import Metrics
+from scopegate.metrics import FLUSH_SECONDS, Metrics
 from scopegate.pipeline.routing import compile_routes
 from scopegate.proxy.pool import UpstreamPool
 from scopegate.runtime import Runtime
@@ -120,6 +120,8 @@ class RunningGateway:
             else None
         )
         public: Listener | None = None
+        # Under a supervisor this is how a worker's counts reach the files the admin port reads.
+        flushing = asyncio.create_task(_flush_every(metrics, FLUSH_SECONDS))
         try:
             await gateway.runtime.start()
             public = await _listen(_settings(gateway, metrics, config), config, public_socket)
@@ -130,11 +132,19 @@ class RunningGateway:
         finally:
             if public is not None:
                 await public.stop(shutdown_grace)  # stop accepting, let requests in flight end
+            flushing.cancel()
+            metrics.flush()  # the last requests' counts, before a worker's process ends
             if admin is not None:
                 await admin.cleanup()
             await gateway.runtime.retire()
             await session.close()
             pool.close()
+
+
+async def _flush_every(metrics: Metrics, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        metrics.flush()
 
 
 def _settings(gateway: Gateway, metrics: Metrics, config: Config) -> Settings:

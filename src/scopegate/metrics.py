@@ -4,19 +4,30 @@ Labels stay bounded: `route` is a route's configured name (or `unmatched`), `rea
 fixed `Reason` values, `upstream` and `issuer` come from the configuration — never from the
 request. Buckets run from a tenth of a millisecond (a cached-token denial) to tens of seconds
 (a slow upstream), which is the span a proxy's latency lives in.
+
+What every request records (its answer, its duration, the upstream's duration, a denial) is
+tallied in plain numbers and handed to prometheus-client in batches: its `inc()` and `observe()`
+take a lock and, under `--workers`, write a memory-mapped file on every call, 5 µs per request
+with one process and 10 µs with several, where a tally costs 1 µs. The tallies are flushed when
+the registry is collected (a scrape of the admin port sees every request answered before it)
+and every `FLUSH_SECONDS` by the gateway, which is how a worker's counts reach the files the
+supervisor serves. Tallying and flushing both happen on the event loop's thread.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
 
 from scopegate import __version__
 from scopegate.reasons import Reason
 
 UNMATCHED = "unmatched"
-_MAX_CACHED_LABEL_SETS = 100_000
+FLUSH_SECONDS = 1.0
 
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -24,11 +35,65 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+class _Tally:
+    """What one label set saw since the last flush: a count, and for a histogram the sum and
+    a count per bucket (index `i` is the first bound ≥ the value, as prometheus-client's own
+    `observe` picks it; the last is +Inf)."""
+
+    __slots__ = ("buckets", "count", "counter", "histogram", "total")
+
+    def __init__(self, counter: Any, histogram: Any) -> None:
+        self.counter = counter
+        self.histogram = histogram
+        self.count = 0
+        self.total = 0.0
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1) if histogram is not None else []
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+    def flush(self) -> None:
+        if not self.count:
+            return
+        if self.counter is not None:
+            self.counter.inc(self.count)
+        if self.histogram is not None:
+            # prometheus-client's histogram child keeps one value per bucket and one for the
+            # sum; `observe()` would add one observation at a time. (A test holds a flushed
+            # tally to what `observe()` would have exposed, value for value.)
+            values = self.histogram._buckets
+            for index, count in enumerate(self.buckets):
+                if count:
+                    values[index].inc(count)
+                    self.buckets[index] = 0
+            self.histogram._sum.inc(self.total)
+        self.count = 0
+        self.total = 0.0
+
+
+class _FlushOnCollect:
+    """Registered before every metric: a registry collects in registration order, so the
+    tallies are in the metrics by the time they are read."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+    def collect(self) -> Iterable[Metric]:
+        self._metrics.flush()
+        return ()
+
+
 class Metrics:
     """The gateway's instruments. Tests build one on a fresh `CollectorRegistry()`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        registry.register(_FlushOnCollect(self))
         self.requests = Counter(
             "scopegate_requests_total",
             "Requests answered, by route, method and status code.",
@@ -96,46 +161,54 @@ class Metrics:
         )
         self.build_info.labels(version=__version__).set(1)
 
-        # Label children, looked up once per label set: `labels()` validates and locks on every
-        # call, a tenth of a forwarded request's CPU. The registry keeps each child for good
-        # anyway, so these maps grow no further than it does.
-        self._answered: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._upstream_durations: dict[str, Any] = {}
-        self._denials: dict[tuple[str, Reason], Any] = {}
+        # One tally per label set, its label children looked up once: `labels()` validates and
+        # locks on every call. The registry keeps each child for good anyway, so these maps
+        # grow no further than it does (label values are bounded: see above).
+        self._answered: dict[tuple[str, str, int], _Tally] = {}
+        self._upstream_durations: dict[str, _Tally] = {}
+        self._denials: dict[tuple[str, Reason], _Tally] = {}
+        self._tallies: list[_Tally] = []
+
+    def flush(self) -> None:
+        """Hand every tally to prometheus-client."""
+        for tally in self._tallies:
+            tally.flush()
+
+    def _tally(self, counter: Any, histogram: Any) -> _Tally:
+        tally = _Tally(counter, histogram)
+        self._tallies.append(tally)
+        return tally
 
     def answered(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        children = self._answered.get(key)
-        if children is None:
-            children = (
-                self.requests.labels(route=route, method=_method_label(method), code=str(status)),
+        # Any method token is valid HTTP; only the standard ones become label values.
+        key = (route, method if method in _KNOWN_METHODS else "OTHER", status)
+        tally = self._answered.get(key)
+        if tally is None:
+            tally = self._answered[key] = self._tally(
+                self.requests.labels(route=route, method=key[1], code=str(status)),
                 self.request_duration.labels(route=route),
             )
-            if len(self._answered) < _MAX_CACHED_LABEL_SETS:  # odd methods are "OTHER" anyway
-                self._answered[key] = children
-        counter, histogram = children
-        counter.inc()
-        histogram.observe(seconds)
+        tally.observe(seconds)
 
     def upstream_answered(self, upstream: str, seconds: float) -> None:
-        child = self._upstream_durations.get(upstream)
-        if child is None:
-            child = self._upstream_durations[upstream] = self.upstream_duration.labels(
-                upstream=upstream
+        tally = self._upstream_durations.get(upstream)
+        if tally is None:
+            tally = self._upstream_durations[upstream] = self._tally(
+                None, self.upstream_duration.labels(upstream=upstream)
             )
-        child.observe(seconds)
+        tally.observe(seconds)
 
     def upstream_failed(self, upstream: str, reason: str) -> None:
         self.upstream_errors.labels(upstream=upstream, reason=reason).inc()
 
     def denied(self, route: str, reason: Reason) -> None:
         key = (route, reason)
-        child = self._denials.get(key)
-        if child is None:
-            child = self.denials.labels(route=route, reason=str(reason))
-            if len(self._denials) < _MAX_CACHED_LABEL_SETS:
-                self._denials[key] = child
-        child.inc()
+        tally = self._denials.get(key)
+        if tally is None:
+            tally = self._denials[key] = self._tally(
+                self.denials.labels(route=route, reason=str(reason)), None
+            )
+        tally.count += 1
 
     def jwks_fetched(self, issuer: str, ok: bool, key_count: int, at: float | None) -> None:
         self.jwks_fetches.labels(issuer=issuer, result="ok" if ok else "error").inc()
@@ -148,8 +221,3 @@ class Metrics:
 _KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
-
-
-def _method_label(method: str) -> str:
-    """Any method token is valid HTTP; only the standard ones become label values."""
-    return method if method in _KNOWN_METHODS else "OTHER"

@@ -23,6 +23,7 @@ import argparse
 import http.client
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,7 +84,7 @@ def main() -> int:
             started(peers.issuer_command(issuer_port, token_file, wanted), None),
         ):
             wait_port(up_port)
-            tokens = _tokens(token_file, wanted)
+            tokens = peers.issued_tokens(token_file, wanted)
             denied = peers.mint_one(issuer_port, "other:scope")
             issuer = f"http://127.0.0.1:{issuer_port}/"
             for round_ in range(args.rounds):
@@ -94,15 +95,6 @@ def main() -> int:
                           " per request", flush=True)  # fmt: skip
     print(_table(counts, args, upstream_name))
     return 0
-
-
-def _tokens(path: Path, count: int, seconds: float = 300) -> list[str]:
-    deadline = time.monotonic() + seconds
-    while not path.exists() or len(path.read_text().splitlines()) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the issuer wrote no tokens")
-        time.sleep(0.2)
-    return path.read_text().splitlines()[:count]
 
 
 def _count(tmp: Path, case: Case, issuer: str, upstream_port: int, tokens: list[str],
@@ -183,12 +175,7 @@ def _slug(case: Case) -> str:
 
 
 def _table(counts: dict[Case, list[float]], args: argparse.Namespace, upstream: str) -> str:
-    def median(values: list[float]) -> float:
-        ordered = sorted(values)
-        middle = len(ordered) // 2
-        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-    by_name = {case.name: median(values) for case, values in counts.items()}
+    by_name = {case.name: statistics.median(values) for case, values in counts.items()}
     bare = by_name.get(CASES[0].name)
     warm = by_name.get(CASES[2].name)
     lines = [

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -63,6 +64,16 @@ def sink_command(port: int) -> list[str]:
 def issuer_command(port: int, tokens: Path, count: int, alg: str = "RS256") -> list[str]:
     return [PYTHON, str(HERE / "issuer.py"), str(port), str(tokens), str(count), AUDIENCE,
             "read:contacts", alg]  # fmt: skip
+
+
+def issued_tokens(path: Path, count: int, seconds: float = 600) -> list[str]:
+    """The first `count` tokens the issuer of `issuer_command` writes to `path`, once written."""
+    deadline = time.monotonic() + seconds
+    while not path.exists() or len(path.read_text().splitlines()) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the issuer wrote no tokens")
+        time.sleep(0.2)
+    return path.read_text().splitlines()[:count]
 
 
 def mint_one(issuer_port: int, scope: str) -> str:

@@ -58,10 +58,8 @@ def _record(tmp: Path, args: argparse.Namespace) -> Path:
         started(peers.issuer_command(issuer_port, tokens, 2000), "1"),
     ):
         wait_port(up)
-        while not tokens.exists() or len(tokens.read_text().splitlines()) < 2000:
-            time.sleep(0.2)
+        token = peers.issued_tokens(tokens, 2000)[0]
         issuer = f"http://127.0.0.1:{issuer_port}/"
-        token = tokens.read_text().splitlines()[0]
         if args.scenario == "denied":
             token = peers.mint_one(issuer_port, "other:scope")
         config = peers.scopegate_config(tmp, "profile", issuer, up, port,

@@ -120,7 +120,7 @@ def main() -> int:
         ):
             wait_port(up_port)
             wait_port(sink_port)
-            _wait_tokens(tokens, 4000)
+            peers.issued_tokens(tokens, 4000)
             world = World(tmp, up_port, upstream.pid, sink_port, f"http://127.0.0.1:{issuer_port}/",
                           issuer_port, tokens, tokens.read_text().splitlines()[0],
                           peers.mint_one(issuer_port, "other:scope"), args)  # fmt: skip
@@ -140,14 +140,6 @@ def main() -> int:
     if args.out:
         args.out.write_text(text)
     return 0
-
-
-def _wait_tokens(tokens: Path, count: int, seconds: float = 600) -> None:
-    deadline = time.monotonic() + seconds
-    while not tokens.exists() or len(tokens.read_text().splitlines()) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the issuer wrote no tokens")
-        time.sleep(0.2)
 
 
 def _throughput(world: World, scenarios: list[Scenario]) -> dict[Scenario, list[Sample]]:
@@ -313,7 +305,7 @@ def _memory(world: World) -> str:
     tokens = world.tmp / "many.txt"
     port_issuer = free_port()
     with started(peers.issuer_command(port_issuer, tokens, count, "ES256"), SHARED_CORE):
-        _wait_tokens(tokens, count)
+        peers.issued_tokens(tokens, count)
         issuer = f"http://127.0.0.1:{port_issuer}/"
         scenario = Scenario("memory", "scopegate", token="cold", routes=10_000)
         command, port, cores = _server(world, scenario, "memory", cache=count, issuer=issuer)

@@ -167,24 +167,19 @@ class Metrics:
         self._answered: dict[tuple[str, str, int], _Tally] = {}
         self._upstream_durations: dict[str, _Tally] = {}
         self._denials: dict[tuple[str, Reason], _Tally] = {}
-        self._tallies: list[_Tally] = []
 
     def flush(self) -> None:
         """Hand every tally to prometheus-client."""
-        for tally in self._tallies:
-            tally.flush()
-
-    def _tally(self, counter: Any, histogram: Any) -> _Tally:
-        tally = _Tally(counter, histogram)
-        self._tallies.append(tally)
-        return tally
+        for tallies in (self._answered, self._upstream_durations, self._denials):
+            for tally in tallies.values():
+                tally.flush()
 
     def answered(self, route: str, method: str, status: int, seconds: float) -> None:
         # Any method token is valid HTTP; only the standard ones become label values.
         key = (route, method if method in _KNOWN_METHODS else "OTHER", status)
         tally = self._answered.get(key)
         if tally is None:
-            tally = self._answered[key] = self._tally(
+            tally = self._answered[key] = _Tally(
                 self.requests.labels(route=route, method=key[1], code=str(status)),
                 self.request_duration.labels(route=route),
             )
@@ -193,7 +188,7 @@ class Metrics:
     def upstream_answered(self, upstream: str, seconds: float) -> None:
         tally = self._upstream_durations.get(upstream)
         if tally is None:
-            tally = self._upstream_durations[upstream] = self._tally(
+            tally = self._upstream_durations[upstream] = _Tally(
                 None, self.upstream_duration.labels(upstream=upstream)
             )
         tally.observe(seconds)
@@ -205,7 +200,7 @@ class Metrics:
         key = (route, reason)
         tally = self._denials.get(key)
         if tally is None:
-            tally = self._denials[key] = self._tally(
+            tally = self._denials[key] = _Tally(
                 self.denials.labels(route=route, reason=str(reason)), None
             )
         tally.count += 1

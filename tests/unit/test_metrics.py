@@ -104,4 +104,4 @@ def test_odd_methods_share_one_label_and_one_tally() -> None:
         ("scopegate_requests_total", (("code", "405"), ("method", "OTHER"), ("route", "unmatched")),
          500.0)
     ]  # fmt: skip
-    assert len(metrics._tallies) == 1
+    assert len(metrics._answered) == 1

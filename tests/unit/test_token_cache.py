@@ -61,6 +61,7 @@ def test_the_cache_is_bounded_least_recently_used_first() -> None:
 
 def test_size_zero_disables_the_cache() -> None:
     cache = VerifiedTokens(0, clock=Clock())
+    assert not cache.enabled and VerifiedTokens(1).enabled
     cache.put(cache_key("t", None), principal(), generation=1)
     assert cache.get(cache_key("t", None), generation=1) is None
 

@@ -50,6 +50,11 @@ class VerifiedTokens:
         self._generation: int | None = None  # that of every entry
         self._clock = clock
 
+    @property
+    def enabled(self) -> bool:
+        """False for a cache of size 0: nothing is remembered, so no key need be computed."""
+        return self._entries is not None
+
     def get(self, key: bytes, *, generation: int) -> Principal | None:
         if self._entries is None:
             return None

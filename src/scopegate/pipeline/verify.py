@@ -236,6 +236,8 @@ class TokenVerifier:
         same key sets, is answered from the cache without parsing or verifying it again.
 
         `audience`, when given (a route's own), replaces the issuer's `audiences`."""
+        if not self._verified.enabled:
+            return await self._verify(token, audience)
         key = cache_key(token, audience)
         # Taken before any key lookup: a key set that changes meanwhile makes this entry stale.
         generation = self._generation()

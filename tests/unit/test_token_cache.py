@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from scopegate.pipeline import Principal
 from scopegate.pipeline.token_cache import VerifiedTokens, cache_key
 
@@ -104,3 +107,28 @@ def test_a_verdict_reached_under_a_replaced_key_set_is_not_remembered() -> None:
     assert cache.get(cache_key("c", None), generation=2) is None
     cache.put(cache_key("c", None), principal(), generation=2)
     assert cache.get(cache_key("c", None), generation=2) == principal()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    size=st.integers(min_value=1, max_value=4),
+    steps=st.lists(st.tuples(st.sampled_from(["put", "get"]), st.sampled_from("abcdef"))),
+)
+def test_eviction_follows_a_model_lru(size: int, steps: list[tuple[str, str]]) -> None:
+    """Against a list kept in order of use: the same hits, and the same tokens kept."""
+    cache = VerifiedTokens(size, clock=Clock())
+    used: list[str] = []  # least recently used first
+    for action, token in steps:
+        key = cache_key(token, None)
+        if action == "put":
+            cache.put(key, principal(), generation=1)
+            used = [t for t in used if t != token][-(size - 1) :] if size > 1 else []
+            used.append(token)
+        else:
+            hit = cache.get(key, generation=1) is not None
+            assert hit == (token in used)
+            if hit:
+                used.remove(token)
+                used.append(token)
+        assert len(cache) == len(used)
+    assert all(cache.get(cache_key(token, None), generation=1) for token in used)

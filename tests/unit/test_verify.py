@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from scopegate.config.model import Forwarding, Issuer
 from scopegate.devtools.keys import SigningKey, generate
 from scopegate.devtools.tokens import mint
+from scopegate.pipeline import KeptClaims
+from scopegate.pipeline.scopes import read_claim
 from scopegate.pipeline.verify import TokenVerifier, is_b64url
 from scopegate.reasons import Denied, Reason
 from scopegate.runtime import kept_claims
@@ -209,6 +211,38 @@ async def test_a_principal_keeps_only_the_claims_asked_for_and_is_still_cached()
     assert await lean.verify(fat) is principal  # a cache hit
     clock[0] += 301  # past exp (mint's lifetime is 300 s), which the principal no longer holds
     assert await lean.verify(fat) is not principal
+
+
+_CLAIM_NAMES = st.sampled_from(["sub", "azp", "client_id", "meta", "meta.tenant", "org", "x"])
+_CLAIM_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    claims=st.dictionaries(_CLAIM_NAMES, _CLAIM_VALUES, max_size=7),
+    asked=st.lists(_CLAIM_NAMES | st.text(max_size=3)),
+)
+def test_kept_claims_read_as_the_dict_they_replace(
+    claims: dict[str, Any], asked: list[str]
+) -> None:
+    """A principal's compact claims answer every read as a dict of the same claims would."""
+    names = tuple(sorted(claims))
+    kept = KeptClaims(names, tuple(claims[name] for name in names))
+    assert kept == claims and dict(kept) == claims and len(kept) == len(claims)
+    for name in asked:
+        assert kept.get(name) == claims.get(name) and (name in kept) == (name in claims)
+        assert read_claim(kept, name) == read_claim(claims, name)
+        if name in claims:
+            assert kept[name] == claims[name]
+        else:
+            with pytest.raises(KeyError):
+                kept[name]
 
 
 def test_the_kept_claims_are_the_logged_ones_and_every_forwarded_one() -> None:

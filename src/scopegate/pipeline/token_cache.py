@@ -7,6 +7,11 @@ generation the cache last saw, so a new one empties the cache at once (entries c
 generation of their own). The cache is bounded (least recently used entries go first), keyed
 by the token and the audience it was checked for.
 
+The bound is kept by the standard library's `OrderedDict` (the least recently used entry first,
+`move_to_end` on every hit), as its documentation's own LRU recipe does. cachetools' `LRUCache`
+keeps a dict and an `OrderedDict` side by side: 158 bytes an entry at 100,000 entries against
+105, and a hit costs 0.41 µs of Python against 0.15 µs in C (`bench/heap.py`, `timeit`).
+
 The key is a digest of the token, not the token: a bearer token is ~800 bytes, so 100,000
 cached verdicts would otherwise keep 80 MB of credentials in memory (and in any core dump). It is
 SHA-256 cut to 128 bits, over the token's length, the token and the audience (the length first,
@@ -25,9 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-
-from cachetools import LRUCache
 
 from scopegate.pipeline import Principal
 
@@ -44,9 +48,8 @@ def cache_key(token: str, audience: str | None) -> bytes:
 
 class VerifiedTokens:
     def __init__(self, size: int, *, clock: Callable[[], float] = time.time) -> None:
-        self._entries: LRUCache[bytes, Principal] | None = (
-            LRUCache(maxsize=size) if size > 0 else None
-        )
+        self._entries: OrderedDict[bytes, Principal] | None = OrderedDict() if size > 0 else None
+        self._size = size
         self._generation: int | None = None  # that of every entry
         self._clock = clock
 
@@ -68,6 +71,7 @@ class VerifiedTokens:
         if principal.expires_at is None or principal.expires_at <= self._clock():
             del self._entries[key]
             return None
+        self._entries.move_to_end(key)
         return principal
 
     def put(self, key: bytes, principal: Principal, *, generation: int) -> None:
@@ -80,6 +84,9 @@ class VerifiedTokens:
                 return
             self._generation = generation
         self._entries[key] = principal
+        self._entries.move_to_end(key)  # a token verified again is the most recently used
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
 
     def __len__(self) -> int:
         return 0 if self._entries is None else len(self._entries)

@@ -36,14 +36,14 @@ import math
 import string
 import sys
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import jwt
 
 from scopegate.config.model import UNKNOWN_SOURCE, Issuer
-from scopegate.pipeline import Principal
+from scopegate.pipeline import KeptClaims, Principal
 from scopegate.pipeline.scopes import granted_scopes
 from scopegate.pipeline.token_cache import VerifiedTokens, cache_key
 from scopegate.reasons import Denied, Reason
@@ -55,7 +55,8 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 
 DEFAULT_CACHE_SIZE = 10_000
-_MAX_SHARED_SCOPE_SETS = 10_000
+_MAX_SHARED_VALUES = 10_000
+_Shareable = TypeVar("_Shareable", bound=Hashable)
 _B64URL_ALPHABET = (string.ascii_letters + string.digits + "-_").encode("ascii")
 _TIME_CLAIMS = ("exp", "nbf", "iat")
 
@@ -200,8 +201,9 @@ class TokenVerifier:
         }
         self._sources = tuple(plan.keys for plan in self._plans.values())
         self._clock = clock
-        self._scope_sets: dict[frozenset[str], frozenset[str]] = {}
+        self._shared_values: dict[object, Any] = {}
         self._kept = None if kept_claims is None else frozenset(map(sys.intern, kept_claims))
+        self._kept_order = () if self._kept is None else tuple(sorted(self._kept))
         self._cache_size = cache_size
         self._verified: VerifiedTokens = (
             carry_over._verified
@@ -276,17 +278,22 @@ class TokenVerifier:
         self._check_claims(claims, plan, audience)
         claims["iss"] = plan.issuer.issuer  # equal, and shared by every token of the issuer
         scopes = self._shared(granted_scopes(claims, plan.issuer.scope_claims))
-        kept = claims if self._kept is None else {n: claims[n] for n in self._kept if n in claims}
+        kept = claims if self._kept is None else self._kept_of(claims)
         exp = claims.get("exp")  # a finite number if present: check_claim_types saw to it
         return Principal(kept, scopes, plan.issuer.issuer, None if exp is None else float(exp))
 
-    def _shared(self, scopes: frozenset[str]) -> frozenset[str]:
-        """One set object per distinct scope set: most tokens of an API carry one of a few."""
-        shared = self._scope_sets.get(scopes)
+    def _kept_of(self, claims: Mapping[str, Any]) -> KeptClaims:
+        names = self._shared(tuple([name for name in self._kept_order if name in claims]))
+        return KeptClaims(names, tuple([claims[name] for name in names]))
+
+    def _shared(self, value: _Shareable) -> _Shareable:
+        """One object per distinct scope set or kept-claim names: most tokens of an API carry one
+        of a few, and 100,000 cached principals then hold 100,000 references, not copies."""
+        shared: _Shareable | None = self._shared_values.get(value)
         if shared is None:
-            shared = scopes
-            if len(self._scope_sets) < _MAX_SHARED_SCOPE_SETS:
-                self._scope_sets[scopes] = scopes
+            shared = value
+            if len(self._shared_values) < _MAX_SHARED_VALUES:
+                self._shared_values[value] = value
         return shared
 
     def _plan_for(self, claims: Mapping[str, Any]) -> _Plan:

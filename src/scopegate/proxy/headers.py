@@ -149,14 +149,14 @@ class HeaderPolicy:
     def _identity(self, principal: Principal) -> bytes:
         """The identity header lines; worked out once per principal and policy (a cached token
         is the same principal on every request)."""
-        derived = principal.derived
-        if derived is not None and derived[0] is self:
-            cached: bytes = derived[1]
+        if principal.derived_by is self:
+            cached: bytes = principal.derived
             return cached
         lines: list[bytes] = []
         self._add_identity(lines, principal)
         block = b"".join(lines)
-        object.__setattr__(principal, "derived", (self, block))  # a memo, not a value change
+        object.__setattr__(principal, "derived", block)  # a memo, not a value change
+        object.__setattr__(principal, "derived_by", self)
         return block
 
     def _add_identity(self, lines: list[bytes], principal: Principal) -> None:

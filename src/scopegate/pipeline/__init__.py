@@ -45,20 +45,20 @@ class Principal:
     # one pair: a tuple would cost 56 bytes more for each of up to 100,000 cached principals.
     derived_by: object = field(default=None, compare=False, repr=False)
     derived: Any = field(default=None, compare=False, repr=False)
+    # Read once here rather than from `claims` on each request's access-log line: a cached
+    # principal is logged many times, and two fields cost less than three lookups a request.
+    subject: str | None = field(init=False, compare=False, repr=False)
+    client_id: Any = field(init=False, compare=False, repr=False)  # `azp`, else `client_id`
+
+    def __post_init__(self) -> None:
+        sub = self.claims.get("sub")
+        object.__setattr__(self, "subject", sub if isinstance(sub, str) else None)
+        client = self.claims.get("azp") or self.claims.get("client_id")
+        object.__setattr__(self, "client_id", client)
 
     @property
     def authenticated(self) -> bool:
         return self.issuer is not None
-
-    @property
-    def subject(self) -> str | None:
-        sub = self.claims.get("sub")
-        return sub if isinstance(sub, str) else None
-
-    @property
-    def client_id(self) -> Any:
-        """The OAuth client the token was issued to (`azp`, else `client_id`), for the log."""
-        return self.claims.get("azp") or self.claims.get("client_id")
 
 
 class KeptClaims(Mapping[str, Any]):
@@ -78,7 +78,7 @@ class KeptClaims(Mapping[str, Any]):
         return self._values[self._names.index(name)]
 
     def get(self, name: str, default: Any = None) -> Any:
-        # Mapping's own goes through __getitem__ and an exception; the log reads `sub` per request.
+        # Mapping's own goes through __getitem__ and an exception.
         return self._values[self._names.index(name)] if name in self._names else default
 
     def __contains__(self, name: object) -> bool:

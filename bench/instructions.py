@@ -8,7 +8,11 @@ rounds. This counts the user-space instructions the server executes per request 
 server runs under callgrind, answers a warm-up, has its counters zeroed, then answers
 `--requests` requests sent one after another on one keep-alive connection, and the count is
 dumped. Two rounds of the same scenario agree to within a fraction of a percent, so ratios of a
-few percent can be read.
+few percent can be read. `--workers 2` is counted in every process, supervisor and workers,
+against one worker on the same eight connections; the kernel hands each connection to whichever
+worker accepts first, and the dumps (one per process) show the split. An idle worker's timers
+count too, and under valgrind a request takes some fifty times longer than natively, so they
+weigh more here than they do in service.
 
 What it does not see: time in the kernel (system calls, the loopback), cache misses and
 branch mispredictions — an instruction of RSA arithmetic is cheaper than one of the
@@ -28,12 +32,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import peers
-from procs import free_port, started, wait_port
+from procs import free_port, started, tree, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "out"
@@ -48,6 +53,8 @@ class Case:
     token: str | None = None  # warm | new | denied
     routes: int = 10
     status: int = 200
+    workers: int = 1
+    connections: int = 1  # keep-alive connections the requests take turns on
 
 
 CASES = [
@@ -57,6 +64,14 @@ CASES = [
     Case("scopegate, a new token every request (cold)", "scopegate", token="new"),
     Case("scopegate, 403 insufficient scope", "scopegate", token="denied", status=403),
     Case("scopegate, 10,000 routes, valid token", "scopegate", token="warm", routes=10_000),
+    Case("scopegate, valid token, 8 connections", "scopegate", token="warm", connections=8),
+    Case(
+        "scopegate --workers 2, valid token, 8 connections",
+        "scopegate",
+        token="warm",
+        workers=2,
+        connections=8,
+    ),
 ]
 
 
@@ -101,51 +116,61 @@ def _count(tmp: Path, case: Case, issuer: str, upstream_port: int, tokens: list[
            denied: str, requests: int) -> float:  # fmt: skip
     """Instructions per request of `case`'s server, counted after its warm-up."""
     port = free_port()
+    config = None
     if case.server == "bare":
         command = peers.bare_proxy_command(port, upstream_port)
     else:
         config = peers.scopegate_config(tmp, "instructions", issuer, upstream_port, port,
                                         routes=case.routes)  # fmt: skip
-        command = peers.scopegate_command(config)
-    out = tmp / "callgrind.out"
+        command = peers.scopegate_command(config, case.workers)
     for old in tmp.glob("callgrind.out*"):
         old.unlink()
-    # Children started with exec (the configuration's loading child) run natively.
-    with started(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
-                 None, cwd=ROOT) as server:  # fmt: skip
+    # Workers are counted too (`%p`: a file per process); the configuration's loading child runs
+    # natively.
+    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.out.%p",
+                "--trace-children=yes", "--trace-children-skip-by-arg=scopegate.loading"]  # fmt: skip
+    with started([*valgrind, *command], None, cwd=ROOT, grace=300) as server:
         wait_port(port, seconds=600)
+        _wait_ready(config)
         if case.token == "new":  # every request of the measured part brings a token never seen
             warm_up, measured = tokens[:WARM_UP], tokens[WARM_UP : WARM_UP + requests]
         else:
             token = {"warm": tokens[0], "denied": denied}.get(case.token or "")
             warm_up, measured = [token] * WARM_UP, [token] * requests
         _send(port, case, warm_up, wait_for_keys=True)
-        _callgrind_control("-z", server.pid)
+        processes = [server.pid, *(pid for pid in tree(server.pid) if _is_worker(pid))]
+        if len(processes) != 1 + (case.workers if case.workers > 1 else 0):
+            raise RuntimeError(f"{case.name}: expected {case.workers} worker(s): {processes}")
+        _callgrind_control("-z", processes)
         _send(port, case, measured)
-        _callgrind_control("-d", server.pid)
-        dumps = sorted(tmp.glob("callgrind.out.*"), key=lambda p: p.stat().st_mtime)
-        if not dumps:
-            raise RuntimeError(f"{case.name}: callgrind wrote no dump")
-        total = _summary(dumps[-1])
-        shutil.copy(dumps[-1], OUT / f"callgrind-{_slug(case)}.out")
+        _callgrind_control("-d", processes)
+        total = 0
+        for pid in processes:  # the dump callgrind_control asked for: callgrind.out.<pid>.1
+            dump = tmp / f"callgrind.out.{pid}.1"
+            total += _summary(dump)
+            suffix = "" if pid == server.pid else f"-worker-{processes.index(pid)}"
+            shutil.copy(dump, OUT / f"callgrind-{_slug(case)}{suffix}.out")
     return total / requests
 
 
 def _send(port: int, case: Case, tokens: Sequence[str | None], *,
           wait_for_keys: bool = False) -> None:  # fmt: skip
-    """One request per token, one after another on one keep-alive connection; each answer's
-    status is checked. Until the server has its keys it may answer 503: `wait_for_keys` retries
-    the first request for up to a minute."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    deadline = time.monotonic() + 60
+    """One request per token, one after another, taking turns on `case.connections` keep-alive
+    connections; each answer's status is checked. Until a server (or worker) has its keys it
+    may answer 503: `wait_for_keys` retries such a request for up to two minutes."""
+    connections = [
+        http.client.HTTPConnection("127.0.0.1", port, timeout=300) for _ in range(case.connections)
+    ]
+    deadline = time.monotonic() + 120
     try:
         for index, token in enumerate(tokens):
+            connection = connections[index % len(connections)]
             while True:
                 headers = {} if token is None else {"Authorization": f"Bearer {token}"}
                 connection.request("GET", case.path, headers=headers)
                 answer = connection.getresponse()
                 answer.read()
-                retry = wait_for_keys and index == 0 and answer.status == 503
+                retry = wait_for_keys and answer.status == 503
                 if retry and time.monotonic() < deadline:
                     time.sleep(0.5)
                     continue
@@ -153,12 +178,41 @@ def _send(port: int, case: Case, tokens: Sequence[str | None], *,
                     raise RuntimeError(f"{case.name}: answered {answer.status}")
                 break
     finally:
-        connection.close()
+        for connection in connections:
+            connection.close()
 
 
-def _callgrind_control(option: str, pid: int) -> None:
-    subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True,
-                   timeout=300)  # fmt: skip
+def _wait_ready(config: Path | None, seconds: float = 600) -> None:
+    """Until the admin port's /readyz says every worker has started and has its keys: a worker
+    still starting when the counters are zeroed would count its start-up as requests' work."""
+    if config is None:
+        return
+    found = re.search(r"admin_listen: 127\.0\.0\.1:(\d+)", config.read_text())
+    assert found is not None, "the benchmark's configuration names its admin port"
+    url = f"http://127.0.0.1:{found[1]}/readyz"
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass  # 503 (urllib raises it) or not listening yet
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not ready after {seconds:.0f} s: {url}")
+        time.sleep(0.5)
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        return b"--worker-fd" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def _callgrind_control(option: str, pids: list[int]) -> None:
+    subprocess.run(["callgrind_control", option, *map(str, pids)], check=True,
+                   capture_output=True, timeout=300)  # fmt: skip
 
 
 def _summary(dump: Path) -> int:
@@ -180,7 +234,8 @@ def _table(counts: dict[Case, list[float]], args: argparse.Namespace, upstream: 
     warm = by_name.get(CASES[2].name)
     lines = [
         f"Date: {time.strftime('%Y-%m-%d')}. valgrind --tool=callgrind, {args.requests} requests"
-        f" per case after {WARM_UP} of warm-up, one keep-alive connection, {args.rounds}"
+        f" per case after {WARM_UP} of warm-up, one keep-alive connection (eight where the case"
+        f" says so), {args.rounds}"
         f" round(s) (median). Upstream: {upstream}.",
         "",
         "| case | instructions/request | × bare proxy | × warm token | rounds |",
@@ -193,6 +248,9 @@ def _table(counts: dict[Case, list[float]], args: argparse.Namespace, upstream: 
             f"| {case.name} | {value:,.0f} | {_ratio(value, bare)} | {_ratio(value, warm)} |"
             f" {spread} |"
         )
+    one, two = by_name.get(CASES[6].name), by_name.get(CASES[7].name)
+    if one and two:
+        lines += ["", f"--workers 2 ÷ one worker, the same 8 connections: {two / one:.3f}"]
     return "\n".join(lines)
 
 

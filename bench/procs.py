@@ -37,9 +37,10 @@ def pinned(args: list[str], cores: str | None) -> list[str]:
 
 @contextlib.contextmanager
 def started(
-    args: list[str], cores: str | None, **kwargs: object
+    args: list[str], cores: str | None, *, grace: float = 10, **kwargs: object
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `args` pinned to `cores` until the block ends; then SIGTERM, and SIGKILL after 10 s."""
+    """Run `args` pinned to `cores` until the block ends; then SIGTERM, and SIGKILL after `grace`
+    seconds (a supervisor under valgrind needs longer to drain its workers)."""
     process = subprocess.Popen(
         pinned(args, cores), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs
     )  # type: ignore[call-overload]
@@ -48,7 +49,7 @@ def started(
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(10)
+            process.wait(grace)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

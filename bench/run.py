@@ -10,8 +10,9 @@ alternate the order of scenarios; each figure is the median over rounds. CPU per
 server's user+system time (its worker processes included) over the requests wrk completed;
 every answer's status is checked through wrk's non-2xx count. After the throughput rounds:
 latency at half of scopegate's peak rate, latency while SIGHUP reloads 10,000 routes, memory
-with 10,000 routes and 100,000 cached tokens, and 1 GiB streamed each way. Traffic goes to 127.0.0.1 only; every process started here is
-stopped by its PID.
+with 10,000 routes and 100,000 cached tokens (`--memory-routes`, `--cached-tokens`), and 1 GiB
+streamed each way. Traffic goes to 127.0.0.1 only; every process started here is stopped by its
+PID.
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def main() -> int:
     parser.add_argument("--skip", action="append", default=[],
                         choices=["latency", "reload", "memory", "large"], help="leave out a later part")  # fmt: skip
     parser.add_argument("--cached-tokens", type=int, default=100_000)
+    parser.add_argument("--memory-routes", type=int, default=10_000,
+                        help="routes of the memory part's server")  # fmt: skip
     parser.add_argument("--big-mib", type=int, default=1024, help="size of the streamed bodies")
     parser.add_argument("--out", type=Path, default=None, help="write the report here too")
     args = parser.parse_args()
@@ -299,15 +302,15 @@ def _reloads_applied(command: list[str]) -> float:
 
 
 def _memory(world: World) -> str:
-    """One scopegate with 10,000 routes and a cache of `--cached-tokens`, each token used once
-    (verified and remembered), then the same tokens again: memory under load."""
-    count = world.args.cached_tokens
+    """One scopegate with `--memory-routes` routes and a cache of `--cached-tokens`, each token
+    used once (verified and remembered), then the same tokens again: memory under load."""
+    count, routes = world.args.cached_tokens, world.args.memory_routes
     tokens = world.tmp / "many.txt"
     port_issuer = free_port()
     with started(peers.issuer_command(port_issuer, tokens, count, "ES256"), SHARED_CORE):
         peers.issued_tokens(tokens, count)
         issuer = f"http://127.0.0.1:{port_issuer}/"
-        scenario = Scenario("memory", "scopegate", token="cold", routes=10_000)
+        scenario = Scenario("memory", "scopegate", token="cold", routes=routes)
         command, port, cores = _server(world, scenario, "memory", cache=count, issuer=issuer)
         url = f"http://127.0.0.1:{port}/contacts"
         script = rotating_tokens(world.tmp, tokens, "/contacts")
@@ -322,7 +325,7 @@ def _memory(world: World) -> str:
                            script=script)  # fmt: skip
             rss, pss = rss_mib(server.pid), pss_mib(server.pid)
     return "\n".join([
-        f"### Memory: 10,000 routes, {count:,} tokens verified and cached (ES256), under load",
+        f"### Memory: {routes:,} routes, {count:,} tokens verified and cached (ES256), under load",
         "",
         "| when | requests | req/s | RSS MiB | PSS MiB |",
         "|---|---:|---:|---:|---:|",

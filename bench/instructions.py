@@ -187,9 +187,7 @@ def _wait_ready(config: Path | None, seconds: float = 600) -> None:
     still starting when the counters are zeroed would count its start-up as requests' work."""
     if config is None:
         return
-    found = re.search(r"admin_listen: 127\.0\.0\.1:(\d+)", config.read_text())
-    assert found is not None, "the benchmark's configuration names its admin port"
-    url = f"http://127.0.0.1:{found[1]}/readyz"
+    url = peers.admin_url(config, "/readyz")
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -235,8 +233,7 @@ def _table(counts: dict[Case, list[float]], args: argparse.Namespace, upstream: 
     lines = [
         f"Date: {time.strftime('%Y-%m-%d')}. valgrind --tool=callgrind, {args.requests} requests"
         f" per case after {WARM_UP} of warm-up, one keep-alive connection (eight where the case"
-        f" says so), {args.rounds}"
-        f" round(s) (median). Upstream: {upstream}.",
+        f" says so), {args.rounds} round(s) (median). Upstream: {upstream}.",
         "",
         "| case | instructions/request | × bare proxy | × warm token | rounds |",
         "|---|---:|---:|---:|---|",

@@ -5,6 +5,7 @@ and scopegate's own configuration for each scenario."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -128,6 +129,14 @@ def scopegate_config(tmp: Path, name: str, issuer: str, upstream_port: int, port
     path = tmp / f"{name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def admin_url(config: Path, path: str) -> str:
+    """`path` on the admin port a `scopegate_config` file names."""
+    found = re.search(r"^admin_listen: (\S+)$", config.read_text(), re.MULTILINE)
+    if found is None:
+        raise ValueError(f"{config} names no admin port")
+    return f"http://{found[1]}{path}"
 
 
 def scopegate_command(config: Path, workers: int = 1) -> list[str]:

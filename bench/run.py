@@ -291,11 +291,8 @@ def _hup_every(pid: int, seconds: float, stop: threading.Event) -> None:
 
 def _reloads_applied(command: list[str]) -> float:
     """`scopegate_config_reloads_total{result="ok"}` from the admin port its config names."""
-    config = Path(command[command.index("-c") + 1]).read_text()
-    admin = re.search(r"admin_listen: (\S+)", config)
-    if admin is None:
-        return math.nan
-    with urllib.request.urlopen(f"http://{admin.group(1)}/metrics", timeout=5) as answer:
+    url = peers.admin_url(Path(command[command.index("-c") + 1]), "/metrics")
+    with urllib.request.urlopen(url, timeout=5) as answer:
         metrics = answer.read().decode()
     found = re.search(r'scopegate_config_reloads_total\{result="ok"\} ([\d.]+)', metrics)
     return float(found.group(1)) if found else 0.0

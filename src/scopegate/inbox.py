@@ -6,9 +6,13 @@ Past `high_water` buffered bytes the connection is told to stop reading (`pause`
 takes the buffer lets it read again (`resume`). A reader waits at most `max_wait` seconds for
 the next bytes, then gets the error its side names (a stalled body, an upstream timeout).
 
+The loop is handed in, and a waiter's timer is set on the waiter's own loop: on Python 3.11
+`asyncio.get_running_loop()` makes a getpid system call each time, and a request waits here
+two or three times.
+
 Usage::
 
-    inbox = Inbox(transport.pause_reading, transport.resume_reading, 256 * 1024)
+    inbox = Inbox(loop, transport.pause_reading, transport.resume_reading, 256 * 1024)
     inbox.put(chunk)          # from the protocol's callbacks; inbox.finish() at the end
     data = await inbox.get(30.0, UpstreamTimeout)   # b"" once finished
 """
@@ -32,7 +36,7 @@ async def wait_at_most(waiter: asyncio.Future[None], seconds: float | None, erro
     if seconds is None:
         await waiter
         return
-    timer = asyncio.get_running_loop().call_later(seconds, _expire, waiter, error)
+    timer = waiter.get_loop().call_later(seconds, _expire, waiter, error)
     try:
         await waiter
     finally:
@@ -41,8 +45,13 @@ async def wait_at_most(waiter: asyncio.Future[None], seconds: float | None, erro
 
 class Inbox:
     def __init__(
-        self, pause: Callable[[], None], resume: Callable[[], None], high_water: int
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+        high_water: int,
     ) -> None:
+        self._loop = loop
         self._pause = pause
         self._resume = resume
         self._high_water = high_water
@@ -94,7 +103,7 @@ class Inbox:
 
     async def wait(self, max_wait: float | None, stalled: Error) -> None:
         """Until the next `put`, `finish`, `fail` or `wake`, at most `max_wait` seconds."""
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._loop.create_future()
         await wait_at_most(waiter, max_wait, stalled)
 
     def wake(self) -> None:

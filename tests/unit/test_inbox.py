@@ -14,7 +14,8 @@ class Stalled(Exception):
 
 
 def inbox(calls: list[str], high_water: int = 10) -> Inbox:
-    return Inbox(lambda: calls.append("pause"), lambda: calls.append("resume"), high_water)
+    loop = asyncio.get_running_loop()
+    return Inbox(loop, lambda: calls.append("pause"), lambda: calls.append("resume"), high_water)
 
 
 async def test_reading_past_high_water_pauses_once_and_taking_it_resumes() -> None:

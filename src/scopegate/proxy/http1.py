@@ -147,7 +147,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
 
     def _new_inbox(self) -> Inbox:
-        return Inbox(self._pause_reading, self._resume_reading, READ_HIGH_WATER)
+        return Inbox(self._loop, self._pause_reading, self._resume_reading, READ_HIGH_WATER)
 
     def _pause_reading(self) -> None:
         if self._transport is not None:

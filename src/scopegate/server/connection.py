@@ -257,6 +257,11 @@ class HttpConnection(asyncio.Protocol):
             self._current.body.finish()
             self._current = None
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this connection runs on (its request bodies wait on it)."""
+        return self._loop
+
     def pause_reading_for_body(self) -> None:
         if not self._paused_for_body:
             self._paused_for_body = True

@@ -33,7 +33,10 @@ class BodyStream(Inbox):
 
     def __init__(self, connection: HttpConnection, max_pause: float) -> None:
         super().__init__(
-            connection.pause_reading_for_body, connection.resume_reading_for_body, BODY_HIGH_WATER
+            connection.loop,
+            connection.pause_reading_for_body,
+            connection.resume_reading_for_body,
+            BODY_HIGH_WATER,
         )
         self._max_pause = max_pause or None
 

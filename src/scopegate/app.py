@@ -22,6 +22,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from scopegate import logs
 from scopegate.admin import admin_app
 from scopegate.config.model import Config
 from scopegate.gateway import Gateway
@@ -134,6 +135,7 @@ class RunningGateway:
                 await public.stop(shutdown_grace)  # stop accepting, let requests in flight end
             flushing.cancel()
             metrics.flush()  # the last requests' counts, before a worker's process ends
+            logs.flush()  # and their access lines
             if admin is not None:
                 await admin.cleanup()
             await gateway.runtime.retire()

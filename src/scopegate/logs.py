@@ -8,7 +8,8 @@ for at most `ACCESS_FLUSH_SECONDS` (a timer set when the first line of a batch a
 `MAX_HELD_LINES` lines, then written in one call. stdout is unbuffered in the container image,
 and a write to the log pipe costs ~1.2 µs: one per request was a cost on every request, and
 scheduling a write per turn of the event loop cost as much again when requests come one at a
-time. An event line writes the held access lines first, so the output keeps its order.
+time. Any other line (an event, a library's record) writes the held access lines first, so the
+output keeps its order.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 from pythonjsonlogger.json import JsonFormatter
@@ -31,7 +32,7 @@ EVENTS = logging.getLogger("scopegate")
 
 def configure(level: int = logging.INFO) -> None:
     """Send every scopegate (and aiohttp) record to stdout as JSON lines."""
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _AfterHeldAccessLines(sys.stdout)
     handler.setFormatter(
         JsonFormatter(
             "{asctime}{levelname}{name}{message}",
@@ -47,8 +48,16 @@ def configure(level: int = logging.INFO) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+class _AfterHeldAccessLines(logging.StreamHandler[TextIO]):
+    """Writes the held access lines before each record, whichever logger it comes from (ours,
+    aiohttp's, asyncio's): the output keeps the order things happened in."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _ACCESS_LINES.flush()
+        super().emit(record)
+
+
 def event(message: str, level: int = logging.INFO, **fields: Any) -> None:
-    _ACCESS_LINES.flush()  # the requests that came before it, first
     EVENTS.log(level, message, extra=fields)
 
 

@@ -29,7 +29,7 @@ from tests.deploy.dockerfile import (
     instructions,
     stages,
 )
-from tests.deploy.kustomize import render
+from tests.deploy.kubectl import kustomize
 from tests.support.tools import require_tool
 
 BASE_IMAGE = "python:3.11-slim"
@@ -54,7 +54,7 @@ def _only(found: list[Instruction], keyword: str) -> Instruction:
 
 
 def _deployment() -> dict[str, Any]:
-    return next(r for r in render(ROOT / "deploy/kubernetes/base") if r["kind"] == "Deployment")
+    return next(r for r in kustomize(ROOT / "deploy/kubernetes/base") if r["kind"] == "Deployment")
 
 
 def _deployment_container() -> dict[str, Any]:

@@ -2,16 +2,21 @@
 say what the README promises: locked-down pods, probes on the admin port, a drain that fits the
 grace period, a configuration that scopegate accepts, the promtool-tested alert rules unchanged.
 
-Rendering uses tests/deploy/kustomize.py (no kustomize binary offline); built-in kinds are
+Rendering is `kubectl kustomize`, with the kubectl the dev extra pins; built-in kinds are
 validated strictly against the Kubernetes 1.30 JSON schemas shipped by kubernetes-validate, and
-the Prometheus Operator's kinds against a strict subset of their CRD schemas written here.
+the Prometheus Operator's kinds against the operator's published CRD schemas (tests/deploy/crds).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 import shutil
+import subprocess
+from collections.abc import Callable
+from copy import deepcopy
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +27,12 @@ import yaml
 
 from scopegate.app import SHUTDOWN_GRACE
 from scopegate.cli import main as scopegate_main
-from tests.deploy.kustomize import KustomizeError, Resource, config_map_hash, json_patch, render
+from tests.deploy.kubectl import DISTRIBUTION, KustomizeError, Resource, kubectl, kustomize
 
 ROOT = Path(__file__).parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 RULES_FILE = ROOT / "deploy" / "prometheus" / "scopegate.rules.yml"
+CRDS = Path(__file__).parent / "crds"
 LAYOUTS = ["base", "overlays/example"]
 KUBERNETES_VERSION = "1.30"
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
@@ -45,7 +51,7 @@ CONFIG_DIR = "/etc/scopegate"
 
 @functools.cache
 def _rendered(layout: str) -> tuple[Resource, ...]:
-    return tuple(render(KUBERNETES / layout))
+    return tuple(kustomize(KUBERNETES / layout))
 
 
 def _one(layout: str, kind: str) -> Resource:
@@ -146,126 +152,138 @@ def test_schema_validation_catches_a_misspelt_field() -> None:
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
 
-# The Prometheus Operator's CRDs are not in the Kubernetes schemas. These are strict subsets of
-# their OpenAPI schemas: the fields these manifests use, with the operator's types and patterns.
-# A structural CRD prunes unknown fields without an error, so strictness here catches typos.
-DURATION = {
-    "type": "string",
-    "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
-}
-STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-METADATA = {
-    "type": "object",
-    "required": ["name"],
-    "additionalProperties": False,
-    "properties": {
-        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
-        "namespace": {"type": "string"},
-        "labels": STRING_MAP,
-        "annotations": STRING_MAP,
-    },
-}
-LABEL_SELECTOR = {
-    "type": "object",
-    "additionalProperties": False,
-    "minProperties": 1,
-    "properties": {"matchLabels": STRING_MAP, "matchExpressions": {"type": "array"}},
-}
-SERVICE_MONITOR_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "ServiceMonitor"},
-        "metadata": METADATA,
-        "spec": {
-            "type": "object",
-            "required": ["selector", "endpoints"],
-            "additionalProperties": False,
-            "properties": {
-                "selector": LABEL_SELECTOR,
-                "jobLabel": {"type": "string"},
-                "namespaceSelector": {"type": "object"},
-                "endpoints": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["port"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "port": {"type": "string"},
-                            "path": {"type": "string", "pattern": "^/"},
-                            "scheme": {"enum": ["http", "https"]},
-                            "interval": DURATION,
-                            "scrapeTimeout": DURATION,
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
-RULE = {
-    "type": "object",
-    "required": ["expr"],
-    "additionalProperties": False,
-    "oneOf": [{"required": ["record"]}, {"required": ["alert"]}],
-    "properties": {
-        "record": {"type": "string", "pattern": r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"},
-        "alert": {"type": "string", "minLength": 1},
-        "expr": {"type": ["string", "integer"], "minLength": 1},
-        "for": DURATION,
-        "labels": STRING_MAP,
-        "annotations": STRING_MAP,
-    },
-}
-PROMETHEUS_RULE_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "PrometheusRule"},
-        "metadata": METADATA,
-        "spec": {
-            "type": "object",
-            "required": ["groups"],
-            "additionalProperties": False,
-            "properties": {
-                "groups": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "rules"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "name": {"type": "string", "minLength": 1},
-                            "interval": DURATION,
-                            "rules": {"type": "array", "minItems": 1, "items": RULE},
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
+@functools.cache
+def _crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> the `openAPIV3Schema` of each served version of tests/deploy/crds."""
+    schemas: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(CRDS.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            if version["served"]:
+                schema = version["schema"]["openAPIV3Schema"]
+                schemas[(f"{group}/{version['name']}", kind)] = _closed(schema)
+    return schemas
+
+
+def _closed(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with every object that lists its fields closed to others.
+
+    `kubectl apply` validates strictly by default: the API server rejects a field the CRD's
+    structural schema does not declare (unless it says `x-kubernetes-preserve-unknown-fields`),
+    where JSON Schema, which ignores the `x-kubernetes-*` keywords, would let it through.
+    """
+    closed = deepcopy(schema)
+    pending = [closed]
+    while pending:
+        node = pending.pop()
+        if (
+            "properties" in node
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            node["additionalProperties"] = False
+        for value in node.values():
+            if isinstance(value, dict):
+                pending.append(value)
+            elif isinstance(value, list):
+                pending.extend(v for v in value if isinstance(v, dict))
+    return closed
+
+
+def _crd_errors(resource: Resource) -> list[str]:
+    """What the API server would say about an operator object, as `PATH: message` lines."""
+    schema = _crd_schemas().get((resource["apiVersion"], resource["kind"]))
+    if schema is None:
+        return [f"{resource['apiVersion']} {resource['kind']} is no served CRD version"]
+    # The CRD's OpenAPI 3.0 schemas are JSON Schema draft 4 with a few more keywords.
+    validator = jsonschema.Draft4Validator(schema)
+    return [
+        f"{'.'.join(str(p) for p in error.absolute_path)}: {error.message}"
+        for error in validator.iter_errors(resource)
+    ]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_prometheus_operator_objects_are_well_formed(layout: str) -> None:
-    """ServiceMonitor and PrometheusRule have the operator's apiVersion, kind, required fields and
-    field types; alert names are unique and the scrape timeout fits in the interval."""
+def test_prometheus_operator_objects_validate_against_their_crds(layout: str) -> None:
+    """ServiceMonitor and PrometheusRule are valid for the operator's published CRD schemas, with
+    no field those schemas do not declare."""
+    errors = [
+        f"{resource['kind']}: {error}"
+        for resource in _rendered(layout)
+        if resource["kind"] in CRD_KINDS
+        for error in _crd_errors(resource)
+    ]
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_prometheus_operator_objects_make_sense(layout: str) -> None:
+    """Alert names are unique and the scrape timeout fits in the interval (Prometheus refuses a
+    scrape configuration whose timeout is longer)."""
     monitor = _one(layout, "ServiceMonitor")
-    jsonschema.validate(monitor, SERVICE_MONITOR_SCHEMA)
     for endpoint in monitor["spec"]["endpoints"]:
         assert _seconds(endpoint["scrapeTimeout"]) <= _seconds(endpoint["interval"])
     rule = _one(layout, "PrometheusRule")
-    jsonschema.validate(rule, PROMETHEUS_RULE_SCHEMA)
     alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
     assert len(alerts) == len(set(alerts)), alerts
+
+
+def _endpoint(monitor: Resource) -> dict[str, Any]:
+    endpoint: dict[str, Any] = monitor["spec"]["endpoints"][0]
+    return endpoint
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        pytest.param(
+            lambda m: _endpoint(m).update(interval=30),
+            "spec.endpoints.0.interval: 30 is not of type 'string'",
+            id="an interval given as a number",
+        ),
+        pytest.param(
+            lambda m: _endpoint(m).update(interval="30"),
+            "spec.endpoints.0.interval: '30' does not match",
+            id="an interval without its unit",
+        ),
+        pytest.param(
+            lambda m: _endpoint(m).update(scrapeTimout=_endpoint(m).pop("scrapeTimeout")),
+            "spec.endpoints.0: Additional properties are not allowed ('scrapeTimout'",
+            id="a misspelt endpoint field",
+        ),
+        pytest.param(
+            lambda m: m["spec"].update(endpionts=m["spec"].pop("endpoints")),
+            "spec: 'endpoints' is a required property",
+            id="a misspelt required field",
+        ),
+        pytest.param(
+            lambda m: m.update(apiVersion="monitoring.coreos.com/v2"),
+            "is no served CRD version",
+            id="a version the CRD does not serve",
+        ),
+    ],
+)
+def test_crd_validation_rejects_a_broken_service_monitor(
+    break_it: Callable[[Resource], None], message: str
+) -> None:
+    """The CRD validation above can fail: the shipped ServiceMonitor passes it, and each of these
+    mistakes in it is reported where it is."""
+    monitor = yaml.safe_load((KUBERNETES / "base" / "servicemonitor.yaml").read_text())
+    assert _crd_errors(monitor) == []
+    break_it(monitor)
+    errors = _crd_errors(monitor)
+    assert any(message in error for error in errors), errors
+
+
+def test_crd_validation_rejects_a_rule_without_an_expression() -> None:
+    """A PrometheusRule whose alert has no `expr` breaks the CRD's required fields."""
+    rule = yaml.safe_load((KUBERNETES / "base" / "prometheusrule.yaml").read_text())
+    assert _crd_errors(rule) == []
+    rules = rule["spec"]["groups"][0]["rules"]
+    del rules[-1]["expr"]
+    last = len(rules) - 1
+    assert _crd_errors(rule) == [f"spec.groups.0.rules.{last}: 'expr' is a required property"]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -385,7 +403,7 @@ def test_a_configuration_change_rolls_the_pods(tmp_path: Path) -> None:
     shutil.copytree(KUBERNETES, copy)
 
     def mounted(layout: str) -> str:
-        resources = render(copy / layout)
+        resources = kustomize(copy / layout)
         deployment = next(r for r in resources if r["kind"] == "Deployment")
         volumes = deployment["spec"]["template"]["spec"]["volumes"]
         names = {r["metadata"]["name"] for r in resources if r["kind"] == "ConfigMap"}
@@ -400,24 +418,6 @@ def test_a_configuration_change_rolls_the_pods(tmp_path: Path) -> None:
     after = mounted("overlays/example")
     assert after != before
     assert after.startswith("scopegate-config-")
-
-
-@pytest.mark.parametrize(
-    ("data", "expected"),
-    [
-        ({}, "42745tchd9"),
-        ({"one": ""}, "9g67k2htb6"),
-        ({"two": "2", "one": "", "three": "3"}, "f5h7t85m9b"),
-        (None, "dk855m5d49"),
-    ],
-)
-def test_config_map_hash_is_kustomizes(data: dict[str, str] | None, expected: str) -> None:
-    """The name suffix is kustomize's own: these are the vectors of kustomize's hasher tests
-    (unnamed ConfigMaps; key order does not matter)."""
-    config_map: Resource = {"kind": "ConfigMap", "metadata": {"name": ""}}
-    if data is not None:
-        config_map["data"] = data
-    assert config_map_hash(config_map) == expected
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -502,43 +502,21 @@ def test_overlay_sets_namespace_image_replicas_and_workers() -> None:
     assert _container("base")["image"] == "scopegate:0.1.0"
 
 
-@pytest.mark.parametrize(
-    ("kustomization", "message"),
-    [
-        ("resources: [deployment.yaml]\ncommonLabels: {a: b}\n", "does not implement"),
-        ("resources: [missing.yaml]\n", "does not exist"),
-        (
-            "resources: [deployment.yaml]\npatches:\n  - target: {kind: Deployment}\n"
-            "    patch: 'spec: {replicas: 3}'\n",
-            "only JSON 6902",
-        ),
-        (
-            "resources: [deployment.yaml]\npatches:\n  - target: {kind: Service}\n"
-            "    patch: '[{op: add, path: /x, value: 1}]'\n",
-            "matches no resource",
-        ),
-        ("resources: [deployment.yaml]\nimages: [{name: nginx, newTag: '1'}]\n", "no container"),
-    ],
-)
-def test_renderer_refuses_what_it_cannot_render_exactly(
-    tmp_path: Path, kustomization: str, message: str
-) -> None:
-    """The renderer fails on fields, patches and targets it does not implement or that match
-    nothing, so a passing render is never an approximation."""
-    shutil.copy(KUBERNETES / "base" / "deployment.yaml", tmp_path / "deployment.yaml")
-    (tmp_path / "kustomization.yaml").write_text(kustomization)
-    with pytest.raises(KustomizeError, match=message):
-        render(tmp_path)
+def test_rendering_is_the_pinned_kubectl() -> None:
+    """The kubectl that renders is the one the dev extra pins, whatever else is on PATH."""
+    result = subprocess.run(
+        [str(kubectl()), "version", "--client", "--output=json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    version = json.loads(result.stdout)["clientVersion"]["gitVersion"]
+    assert version == f"v{metadata.version(DISTRIBUTION)}"
 
 
-def test_json_patch_operations() -> None:
-    """add (to a map and at a list's end), replace and remove behave as RFC 6902 says; replacing
-    a missing member is an error."""
-    document: Resource = {"a": {"b": [1, 2]}, "c": 1}
-    json_patch(document, {"op": "add", "path": "/a/b/-", "value": 3})
-    json_patch(document, {"op": "add", "path": "/a/d~1e", "value": "x"})
-    json_patch(document, {"op": "replace", "path": "/a/b/0", "value": 0})
-    json_patch(document, {"op": "remove", "path": "/c"})
-    assert document == {"a": {"b": [0, 2, 3], "d/e": "x"}}
-    with pytest.raises(KustomizeError, match="does not exist"):
-        json_patch(document, {"op": "replace", "path": "/missing", "value": 1})
+def test_a_kustomization_kubectl_refuses_fails_the_render(tmp_path: Path) -> None:
+    """kubectl's refusal reaches the test as an error, with its message, not as no objects."""
+    (tmp_path / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
+    with pytest.raises(KustomizeError, match=r"missing\.yaml"):
+        kustomize(tmp_path)

@@ -1,5 +1,10 @@
 """The Grafana dashboard in deploy/grafana is a well-formed dashboard whose every query reads
-metrics and labels scopegate exports (SPEC §5), and that covers what an operator watches."""
+metrics and labels scopegate exports (SPEC §5), and that covers what an operator watches.
+
+Queries are checked on a real Prometheus scraping scopegate's own metrics (tests/deploy/
+prometheus.py), with the dashboard's variables replaced as Grafana replaces them: each must
+evaluate, and find series.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
-from prometheus_client.metrics import MetricWrapperBase
 
-from scopegate.metrics import Metrics
-from tests.deploy.promql import SPEC_METRICS, base_metric, labels_of, parse, problems
+from tests.deploy.prometheus import (
+    JOB,
+    RATE_INTERVAL,
+    ROUTE,
+    SCRAPE_SECONDS,
+    Prometheus,
+    QueryError,
+    scopegate_metrics,
+)
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "scopegate-dashboard.json"
 DATASOURCE = "${datasource}"
 GRID_WIDTH = 24
+# The value chosen for each of the dashboard's query variables: one job, one route.
+SELECTED = {"job": JOB, "route": ROUTE}
+# Grafana's variable syntaxes: $name, ${name}, ${name:format}, [[name]].
+_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 
 
 def _dashboard() -> dict[str, Any]:
@@ -38,29 +52,35 @@ def _targets() -> list[tuple[str, dict[str, Any]]]:
     return [(p["title"], t) for p in _panels() for t in p.get("targets", [])]
 
 
-def _variable_queries() -> list[str]:
-    queries = []
+def _variable_queries() -> dict[str, str]:
+    """Each query variable's name and query."""
+    queries = {}
     for variable in _dashboard()["templating"]["list"]:
         if variable["type"] == "query":
             query = variable["query"]
-            queries.append(query["query"] if isinstance(query, dict) else query)
+            queries[variable["name"]] = query["query"] if isinstance(query, dict) else query
     return queries
 
 
-def test_spec_metric_table_is_what_scopegate_registers() -> None:
-    """The table these checks use (SPEC §5) is exactly the metrics, types and labels scopegate
-    registers, so "in the table" means "exported"."""
-    metrics = Metrics(CollectorRegistry())
-    registered: dict[str, str] = {}
-    for collector in vars(metrics).values():
-        if not isinstance(collector, MetricWrapperBase):
-            continue
-        (family,) = collector.describe()
-        name = family.name + ("_total" if family.type == "counter" else "")
-        registered[name] = family.type
-        labels = SPEC_METRICS[name][1]
-        collector.labels(**dict.fromkeys(labels, "x"))  # ValueError on any other label set
-    assert registered == {name: kind for name, (kind, _) in SPEC_METRICS.items()}
+def _grafana(expr: str) -> str:
+    """`expr` as Grafana sends it to Prometheus: the query variables set to SELECTED, the
+    built-in ones to what Grafana gives them for this dashboard and a Prometheus scraped every
+    SCRAPE_SECONDS."""
+    time_range = _dashboard()["time"]
+    assert time_range["to"] == "now", time_range
+    values: dict[str, str] = {
+        **SELECTED,
+        "__interval": f"{SCRAPE_SECONDS}s",
+        "__rate_interval": RATE_INTERVAL,
+        "__range": str(time_range["from"]).removeprefix("now-"),
+    }
+
+    def value(match: re.Match[str]) -> str:
+        name = next(group for group in match.groups() if group)
+        assert name in values, f"${name} is neither a dashboard variable nor a built-in one"
+        return values[name]
+
+    return _VARIABLE.sub(value, expr)
 
 
 def test_dashboard_has_the_shape_grafana_imports() -> None:
@@ -111,55 +131,94 @@ def test_every_query_panel_has_targets_on_the_datasource_variable() -> None:
             assert target["datasource"]["uid"] == DATASOURCE, panel["title"]
 
 
-def test_every_query_reads_only_spec_metrics_and_labels() -> None:
-    """Each expr names only SPEC §5 metrics (histograms also as _bucket/_sum/_count), matches and
-    groups by labels those metrics have, calls real PromQL functions, and takes quantiles of
-    buckets aggregated by `le`; legends name labels the query keeps."""
+def test_every_query_evaluates_and_finds_scopegate_series(prometheus: Prometheus) -> None:
+    """Each expr, variables replaced, evaluates on Prometheus and finds series among scopegate's
+    metrics: a misspelt metric, label or value would find none. Legends name labels every
+    series of the answer carries."""
+    assert set(_variable_queries()) == set(SELECTED)
     errors = []
     for title, target in _targets():
-        expr = target["expr"]
-        found = parse(expr)
-        assert found.metrics, f"{title!r}: reads no metric"
-        errors += [f"{title!r}: {problem}: {expr}" for problem in problems(expr)]
-        kept = found.grouping or {label for m in found.metrics for label in labels_of(m)}
+        expr = _grafana(target["expr"])
+        try:
+            result = prometheus.query(expr)
+        except QueryError as error:
+            errors.append(f"{title!r}: {error}")
+            continue
+        if not result:
+            errors.append(f"{title!r}: finds no series: {expr}")
         for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
-            if label not in kept:
-                errors.append(f"{title!r}: legend uses {label}, which the query drops")
+            if any(label not in series["metric"] for series in result):
+                errors.append(f"{title!r}: legend uses {label}, which the answer lacks: {expr}")
     assert not errors, "\n".join(errors)
 
 
-def test_variable_queries_read_spec_metrics_and_labels() -> None:
-    """The `label_values(metric, label)` queries of the dashboard's variables name exported
-    metrics and labels they carry."""
-    queries = _variable_queries()
-    assert queries
-    for query in queries:
+def test_variable_queries_find_values(prometheus: Prometheus) -> None:
+    """Each variable's `label_values(selector, label)`, asked of Prometheus as Grafana asks it,
+    offers the job and the route scopegate reports."""
+    found = {}
+    for name, query in _variable_queries().items():
         match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
         assert match, query
         selector, label = match.groups()
-        assert not problems(selector), (query, problems(selector))
-        (metric,) = parse(selector).metrics
-        assert label in labels_of(metric), query
+        found[name] = prometheus.label_values(label, _grafana(selector))
+    assert found == {name: [value] for name, value in SELECTED.items()}
 
 
-def test_checker_catches_misspelt_names() -> None:
-    """The name check is not vacuous: a misspelt metric, label, function, a quantile of a
-    non-bucket series and a non-histogram suffix are each reported."""
-    bad = [
-        "sum(rate(scopegate_request_total[5m]))",
-        'sum(rate(scopegate_denials_total{reasons="x"}[5m]))',
-        "sum by (status) (rate(scopegate_requests_total[5m]))",
-        "sum(rat(scopegate_requests_total[5m]))",
-        "histogram_quantile(0.9, sum by (le) (rate(scopegate_requests_total[5m])))",
-        "scopegate_jwks_keys_count",
-        "sum(rate(http_requests_total[5m]))",
-    ]
-    for expr in bad:
-        assert problems(expr), expr
-    assert base_metric("scopegate_request_duration_seconds_bucket") is not None
-    assert not problems(
-        'histogram_quantile(0.99, sum by (le, route) (rate(scopegate_request_duration_seconds_bucket{job="$job"}[$__rate_interval])))'
-    )
+@pytest.mark.parametrize(
+    ("expr", "error_type"),
+    [
+        pytest.param(
+            "sum(rate(scopegate_requests_total[4s])", "bad_data", id="unclosed parenthesis"
+        ),
+        pytest.param("sum(rat(scopegate_requests_total[4s]))", "bad_data", id="unknown function"),
+        pytest.param("rate(scopegate_requests_total)", "bad_data", id="no range for rate"),
+        pytest.param(
+            "rate(scopegate_requests_total[$__rate_interval])",
+            "bad_data",
+            id="a Grafana variable left in",
+        ),
+        pytest.param(
+            "scopegate_requests_total / on (route) scopegate_denials_total",
+            "execution",
+            id="a match only the data shows to be many-to-many",
+        ),
+    ],
+)
+def test_prometheus_refuses_a_broken_expression(
+    prometheus: Prometheus, expr: str, error_type: str
+) -> None:
+    """The evaluation above can fail: Prometheus refuses what does not parse, and what parses but
+    cannot be evaluated on scopegate's series."""
+    with pytest.raises(QueryError) as refused:
+        prometheus.query(expr)
+    assert refused.value.error_type == error_type, refused.value
+
+
+@pytest.mark.parametrize(
+    ("misspelt", "right"),
+    [
+        pytest.param(
+            "sum(rate(scopegate_request_total[$__rate_interval]))",
+            "sum(rate(scopegate_requests_total[$__rate_interval]))",
+            id="misspelt metric",
+        ),
+        pytest.param(
+            'sum(rate(scopegate_denials_total{reasons="missing_token"}[$__rate_interval]))',
+            'sum(rate(scopegate_denials_total{reason="missing_token"}[$__rate_interval]))',
+            id="misspelt label",
+        ),
+        pytest.param(
+            'sum(rate(scopegate_denials_total{reason="missing-token"}[$__rate_interval]))',
+            'sum(rate(scopegate_denials_total{reason="missing_token"}[$__rate_interval]))',
+            id="misspelt label value",
+        ),
+    ],
+)
+def test_a_misspelt_name_finds_no_series(prometheus: Prometheus, misspelt: str, right: str) -> None:
+    """The emptiness check above is not vacuous: a misspelt name evaluates to nothing, where the
+    same query spelt right finds scopegate's series."""
+    assert prometheus.query(_grafana(misspelt)) == []
+    assert prometheus.query(_grafana(right))
 
 
 @pytest.mark.parametrize(
@@ -183,6 +242,13 @@ def test_dashboard_shows_what_operators_watch(what: str, pattern: str) -> None:
 
 
 def test_dashboard_covers_every_exported_metric() -> None:
-    """No SPEC §5 metric is left off the dashboard."""
-    used = {base_metric(m) for _, t in _targets() for m in parse(t["expr"]).metrics}
-    assert set(SPEC_METRICS) <= used, set(SPEC_METRICS) - used
+    """No metric scopegate registers is left off the dashboard."""
+    exprs = "\n".join(target["expr"] for _, target in _targets())
+    families = [family.name for family in scopegate_metrics().collect()]
+    assert families
+    missing = [
+        name
+        for name in families
+        if not re.search(rf"\b{name}(_total|_bucket|_sum|_count)?\b", exprs)
+    ]
+    assert not missing, missing

@@ -1,5 +1,6 @@
 """The shipped Prometheus scrape configuration and alerting rules are valid and do what they say:
-`promtool` checks them and runs their unit tests."""
+`promtool` checks them and runs their unit tests, and a real Prometheus scraping scopegate's
+metrics evaluates every rule's expression."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import re
 import subprocess
 from pathlib import Path
 
+import yaml
+
+from tests.deploy.prometheus import Prometheus, QueryError
 from tests.support.tools import require_tool
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "prometheus"
@@ -53,3 +57,18 @@ def test_rules_read_only_metrics_scopegate_exports() -> None:
     used = {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"scopegate_[a-z_]+", text)}
     assert used, "the rules read no scopegate metric"
     assert used <= SPEC_METRICS, used - SPEC_METRICS
+
+
+def test_every_rule_expression_evaluates(prometheus: Prometheus) -> None:
+    """Prometheus evaluates each recording and alerting rule's expression on scopegate's series
+    without an error (an alert that is not firing evaluates to nothing, which is fine)."""
+    groups = yaml.safe_load((DEPLOY / "scopegate.rules.yml").read_text())["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert rules
+    errors = []
+    for rule in rules:
+        try:
+            prometheus.query(rule["expr"])
+        except QueryError as error:
+            errors.append(f"{rule.get('alert') or rule['record']}: {error}")
+    assert not errors, "\n".join(errors)

@@ -70,13 +70,12 @@ class Gateway:
             outcome.reason = denied.reason
             self._metrics.denied(outcome.route, denied.reason)
             request.answer(problem_answer(denied, rid, close=_must_close(request, denied)))
-        except BodyStalled:
+        except BodyStalled as stalled:
             outcome.error = "body_timeout"
-            stalled = plain_problem(
-                408, "Request Timeout", "the request body stopped arriving", "timeout", rid
-            )
-            stalled.close = True
-            request.answer(stalled)
+            detail = str(stalled) or "the request body stopped arriving"
+            timeout = plain_problem(408, "Request Timeout", detail, "timeout", rid)
+            timeout.close = True
+            request.answer(timeout)
         except upstream.UpstreamFailure as failure:
             outcome.error = failure.kind
             self._metrics.upstream_failed(str(outcome.upstream), failure.kind)

@@ -106,6 +106,14 @@ class Inbox:
         waiter = self._waiter = self._loop.create_future()
         await wait_at_most(waiter, max_wait, stalled)
 
+    def drop(self) -> None:
+        """Forget the buffered bytes and the failure: nobody will read them."""
+        self._chunks.clear()
+        self._buffered = 0
+        if self.failure is not None:
+            self.failure.__traceback__ = None
+            self.failure = None
+
     def wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:

@@ -1,6 +1,9 @@
 """One client connection on the public port: HTTP/1.1 parsed by llhttp (httptools), requests
 handed to the gateway one at a time, answers written with their framing.
 
+What the connection is reading is one `Phase`; every question about what a byte means, which
+limit it counts against and which deadline runs is answered by that phase alone.
+
 What happens before a request exists is answered here:
 - A head llhttp refuses (bad framing, smuggling attempts) gets 400 problem+json; a head growing
   past `max_header_bytes` gets 431. Both are counted as denials of route `unmatched` and close
@@ -8,36 +11,47 @@ What happens before a request exists is answered here:
 - A request head must arrive within `header_timeout` of its first byte, or the connection gets
   408 and is closed (slowloris holds a connection that long at most). A connection with no
   request in progress is closed after `idle_timeout`.
-- Past `max_connections` open connections, a new one is answered 503 and closed at once.
+- Past `max_connections` open connections, a new one is answered 503 and closed.
+Every such answer is followed by a lingering close, so that a reset cannot wipe it from the
+client's buffer before it is read.
 
-Pipelined requests are parsed as they arrive and answered in order; reading pauses while a
-request body waits unread past `BODY_HIGH_WATER` bytes, or while `MAX_PIPELINED` heads wait.
+Framing that is not body (a chunk-size line with its extensions, a trailer section) is held to
+the head's limits: at most `max_header_bytes` each, and a trailer section must arrive within
+`header_timeout`. Trailer fields are dropped: never merged into the head, never read for the
+token or any other check, never forwarded.
+
+One connection cannot starve the others: pipelined requests are parsed a slice at a time, at
+most `MAX_PIPELINED` wait, and the event loop takes a turn between two answers. A client that
+does not read its answers stops being read (the transport's write backpressure pauses reading)
+and is cut off when nothing it was sent moves for `idle_timeout`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from email.utils import formatdate
 from typing import cast
 
 import httptools
 
 from scopegate import logs
 from scopegate.answer import Answer, Headers, reason_phrase
+from scopegate.inbox import wait_at_most
 from scopegate.metrics import UNMATCHED, Metrics
 from scopegate.pipeline.framing import head_too_large
 from scopegate.problems import internal_error, plain_problem, problem_answer, request_id
 from scopegate.reasons import Denied, Reason
-from scopegate.server.request import ClientGone, Request
+from scopegate.server.head import CLOSE, answer_head, connection_line, framing_for
+from scopegate.server.request import BodyStalled, ClientGone, Request
 
 MAX_PIPELINED = 16  # request heads parsed ahead of the one being answered
+SLICE = 4096  # bytes parsed at a time outside a body: bounds the requests one read can queue
+CHUNKED_SLICE = 16 * SLICE  # within a chunked body, whose end is not known in advance
 LINGER_SECONDS = 2.0  # reading (and dropping) an unwanted body after a final answer
-_NO_BODY_STATUSES = frozenset({204, 304})
 
 Handler = Callable[[Request], Awaitable[None]]
 
@@ -52,40 +66,30 @@ class Settings:
     max_connections: int
 
 
-class _DateLine:
-    """`Date: <IMF-fixdate>` for answers that carry none, formatted once a second."""
+class Phase(enum.Enum):
+    """What the bytes arriving on the connection are."""
 
-    def __init__(self) -> None:
-        self._second = -1
-        self._line = b""
-
-    def get(self) -> bytes:
-        second = int(time.time())
-        if second != self._second:
-            self._second = second
-            self._line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
-        return self._line
+    IDLE = "idle"  # nothing yet of the next request
+    HEAD = "head"  # a request line and header section
+    BODY = "body"  # body bytes: of a Content-Length body, or of a chunk
+    CHUNK_LINE = "chunk line"  # a chunk-size line, extensions included
+    AFTER_CHUNK_LINE = "after chunk line"  # the chunk's data, or the trailer section after the last
+    STOPPED = "stopped"  # nothing more is parsed: after an upgrade or a framing error
+    LINGERING = "lingering"  # answered and closing: what still arrives is read and dropped
 
 
-_DATE = _DateLine()
+# Why reading is paused; reading goes on only when no reason is left.
+_FOR_BODY = 1  # a request body is buffered past its high-water mark
+_FOR_QUEUE = 2  # `MAX_PIPELINED` requests wait to be answered
+_FOR_WRITES = 4  # the client is not taking the answers already sent
+_STOPPED = 8  # nothing more will be parsed
 
 
-def _has_header(headers: Headers, name: bytes) -> bool:
-    return any(n.lower() == name for n, _ in headers)
+class _Refused(Exception):
+    """Raised in a parser callback to stop parsing; the reason is in `_refusal`."""
 
 
-def _head(status: int, reason: str, headers: Headers, framing: bytes, ending: bytes) -> list[bytes]:
-    """An answer's head as pieces to join: status line, `headers`, `Date` when they carry none,
-    the `framing` line (length or chunked, or nothing), and `ending` (`Connection` and the
-    blank line)."""
-    phrase = reason or reason_phrase(status)
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode("latin-1", "replace"))]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    if not _has_header(headers, b"date"):
-        parts.append(_DATE.get())
-    parts += (framing, ending)
-    return parts
+_NOT_HTTP = Denied(Reason.INVALID_REQUEST, "the request is not valid HTTP/1.1", challenge=False)
 
 
 class HttpConnection(asyncio.Protocol):
@@ -94,30 +98,32 @@ class HttpConnection(asyncio.Protocol):
         self._connections = connections
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._remote: str | None = None
+        self._phase = Phase.IDLE
+        self._deadline: asyncio.TimerHandle | None = None  # of the phase, or of idleness
+        # Framing bytes (head, chunk line, trailer) fed since the parser last made progress.
+        self._framing_bytes = 0
+        self._progressed = False
+        self._trailer_bytes = 0  # trailer fields parsed whole, of the message being read
+        self._refusal: Denied | None = None  # why a callback stopped the parser
+        self._body_left = 0  # of the Content-Length body being parsed; -1 for a chunked one
+        self._held = b""  # read but not yet parsed: the queue was full
+        self._paused = 0  # the `_FOR_*` reasons
         # The head being parsed.
         self._url = b""
         self._headers: Headers = []
-        self._head_bytes = 0
-        self._in_head = False
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
         # Requests parsed, the first of them being answered.
         self._current: Request | None = None  # the one whose body is arriving
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._no_more_requests = False  # after an upgrade or a parse error
         self._shutting_down = False
-        self._paused_for_body = False
-        self._paused_for_queue = False
         self._writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         # The streamed answer in progress.
         self._stream_chunked = False
         self._stream_bodyless = False
         self._close_after_answer = False
-        self._lingering = False
         self._client_eof = False
 
     # Connection lifecycle
@@ -128,7 +134,7 @@ class HttpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._remote = str(peer[0]) if isinstance(peer, tuple) else None
         if len(self._connections) > self._settings.max_connections:
-            # Refused before a byte is read: a flood of idle connections cannot starve the
+            # Refused before a byte is parsed: a flood of idle connections cannot starve the
             # requests already in flight of file descriptors or event-loop time.
             self._refuse(503, "too many connections", "overloaded")
             return
@@ -136,7 +142,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
-        self._cancel_timers()
+        self._cancel_deadline()
         for request in self._queue:
             request.body.fail()
         if self._current is not None:
@@ -144,12 +150,19 @@ class HttpConnection(asyncio.Protocol):
         drain = self._drain_waiter
         if drain is not None and not drain.done():
             drain.set_exception(ClientGone("the client closed the connection"))
+        # The parser and this protocol refer to each other, and so do the requests and their
+        # body streams: let go of them now, so that the memory they hold (a refused head can be
+        # as large as a read) comes back at once instead of at the next full collection.
+        self._parser = None
+        self._current = None
+        self._held = b""
+        self._headers = []
         self._transport = None
 
     def shutdown(self) -> None:
         """Stop taking requests: close now if idle, else once the current answer is sent."""
         self._shutting_down = True
-        if self._task is None and not self._in_head:
+        if self._task is None and self._phase is not Phase.HEAD:
             self.close()
 
     @property
@@ -166,7 +179,7 @@ class HttpConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # A client that half-closes after its request still gets the answer, and then the end.
-        if self._lingering or (self._task is None and not self._in_head):
+        if self._phase is Phase.LINGERING or (self._task is None and self._phase is Phase.IDLE):
             return None
         self._client_eof = True  # answer what arrived, then close
         if self._current is not None and not self._current.body.complete:
@@ -176,49 +189,103 @@ class HttpConnection(asyncio.Protocol):
     # Reading
 
     def data_received(self, data: bytes) -> None:
-        if self._no_more_requests or self._lingering:
+        if self._phase is Phase.STOPPED or self._phase is Phase.LINGERING:
             return
-        if self._in_head:
-            self._head_bytes += len(data)
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Upgrade and CONNECT: scopegate speaks HTTP/1.1 only. The request is answered as
-            # any other (the Upgrade header is never forwarded); nothing after it is read.
-            self._stop_reading()
-        except httptools.HttpParserError:
-            self._parse_failed(
-                Denied(Reason.INVALID_REQUEST, "the request is not valid HTTP/1.1", challenge=False)
-            )
+        if self._held:
+            self._held += data  # a read that was under way when reading paused
             return
-        if self._in_head and self._head_bytes > self._settings.max_header_bytes:
-            self._parse_failed(head_too_large(self._settings.max_header_bytes))
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """Parse `data` a slice at a time, holding what is left once the queue is full."""
+        parser = self._parser
+        while data and parser is not None:
+            if len(self._queue) > MAX_PIPELINED:
+                self._held = data
+                self._pause(_FOR_QUEUE)
+                return
+            piece, data = self._next_piece(data)
+            phase = self._phase
+            self._progressed = False
+            try:
+                parser.feed_data(piece)
+            except httptools.HttpParserUpgrade:
+                # Upgrade and CONNECT: scopegate speaks HTTP/1.1 only. The request is answered
+                # as any other (the Upgrade header is never forwarded); nothing after it is read.
+                self._stop_reading()
+                return
+            except httptools.HttpParserError:
+                self._parse_failed(self._refusal or _NOT_HTTP)
+                return
+            if not self._progressed and self._count_framing(phase, len(piece)):
+                return
+        if self._phase is Phase.AFTER_CHUNK_LINE and self._deadline is None:
+            # The last chunk's trailer section, or a chunk's data, must follow in time.
+            self._set_deadline(self._settings.header_timeout, self._trailer_too_slow)
+
+    def _next_piece(self, data: bytes) -> tuple[bytes, bytes]:
+        phase = self._phase
+        if phase is Phase.IDLE:
+            size = SLICE
+        elif phase is Phase.BODY:
+            if self._body_left > SLICE:
+                size = self._body_left  # the rest of a declared body goes in one piece
+            else:
+                size = CHUNKED_SLICE if self._body_left < 0 else SLICE
+        else:
+            # Framing: never parse past the element's limit unseen, however large the read.
+            budget = self._settings.max_header_bytes - self._framing_bytes + 1
+            size = max(1, min(CHUNKED_SLICE if self._body_left < 0 else SLICE, budget))
+        if len(data) <= size:
+            return data, b""
+        return data[:size], data[size:]
+
+    def _count_framing(self, phase: Phase, size: int) -> bool:
+        """Count bytes that made no progress against the phase's limit; True when refused."""
+        if phase is Phase.IDLE or phase is Phase.BODY:
+            return False
+        self._framing_bytes += size
+        limit = self._settings.max_header_bytes
+        if self._framing_bytes <= limit:
+            return False
+        if phase is Phase.HEAD:
+            self._parse_failed(head_too_large(limit))
+        elif phase is Phase.CHUNK_LINE:
+            self._parse_failed(chunk_line_too_long(limit))
+        else:
+            self._parse_failed(trailers_too_large(limit))
+        return True
+
+    def _enter(self, phase: Phase) -> None:
+        self._phase = phase
+        self._progressed = True
+        self._framing_bytes = 0
 
     def on_message_begin(self) -> None:
-        self._in_head = True
-        self._head_bytes = 0  # the chunk that began it is not counted: at most one read more
+        self._enter(Phase.HEAD)
         self._url = b""
         self._headers = []
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
         if self._settings.header_timeout > 0:
-            self._head_timer = self._loop.call_later(
-                self._settings.header_timeout, self._head_too_slow
-            )
+            self._set_deadline(self._settings.header_timeout, self._head_too_slow)
+        else:
+            self._cancel_deadline()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        if self._phase is Phase.HEAD:
+            self._headers.append((name, value))
+            return
+        # A trailer field: dropped unread (SPEC §3.1), but its size counts like a header's.
+        self._trailer_bytes += len(name) + len(value) + 4
+        if self._trailer_bytes > self._settings.max_header_bytes:
+            self._refusal = trailers_too_large(self._settings.max_header_bytes)
+            raise _Refused  # stops the parser before the message can complete
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-        parser = self._parser
+        self._cancel_deadline()
+        parser = cast(httptools.HttpRequestParser, self._parser)
         major, _, minor = parser.get_http_version().partition(".")
         content_length: int | None = None
         chunked = False
@@ -228,6 +295,8 @@ class HttpConnection(asyncio.Protocol):
                 content_length = int(value)  # llhttp allows digits only, and one value
             elif lower == b"transfer-encoding":
                 chunked = True  # llhttp refuses a request whose final coding is not chunked
+        self._enter(Phase.CHUNK_LINE if chunked else Phase.BODY)
+        self._body_left = -1 if chunked else content_length or 0
         request = Request(
             self,
             parser.get_method().decode("ascii"),
@@ -240,19 +309,35 @@ class HttpConnection(asyncio.Protocol):
             remote=self._remote,
             max_body_pause=self._settings.idle_timeout,
         )
+        self._headers = []
         self._current = request
         self._queue.append(request)
-        if len(self._queue) > MAX_PIPELINED and not self._paused_for_queue:
-            self._paused_for_queue = True
-            self._pause_reading()
         if self._task is None:
             self._task = self._loop.create_task(self._answer_all())
 
     def on_body(self, body: bytes) -> None:
+        if self._phase is Phase.AFTER_CHUNK_LINE:
+            self._cancel_deadline()
+        self._enter(Phase.BODY)
+        if self._body_left > 0:
+            self._body_left -= len(body)
         if self._current is not None:
             self._current.body.put(body)
 
+    def on_chunk_header(self) -> None:
+        self._enter(Phase.AFTER_CHUNK_LINE)
+
+    def on_chunk_complete(self) -> None:
+        if self._phase is Phase.AFTER_CHUNK_LINE:
+            self._cancel_deadline()
+        self._enter(Phase.CHUNK_LINE)
+
     def on_message_complete(self) -> None:
+        if self._phase is Phase.AFTER_CHUNK_LINE:
+            self._cancel_deadline()
+        self._enter(Phase.IDLE)
+        self._body_left = 0
+        self._trailer_bytes = 0
         if self._current is not None:
             self._current.body.finish()
             self._current = None
@@ -263,32 +348,43 @@ class HttpConnection(asyncio.Protocol):
         return self._loop
 
     def pause_reading_for_body(self) -> None:
-        if not self._paused_for_body:
-            self._paused_for_body = True
-            self._pause_reading()
+        self._pause(_FOR_BODY)
 
     def resume_reading_for_body(self) -> None:
-        if self._paused_for_body:
-            self._paused_for_body = False
-            self._maybe_resume_reading()
+        self._resume(_FOR_BODY)
 
-    def _pause_reading(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.pause_reading()
+    def _pause(self, reason: int) -> None:
+        if not self._paused:
+            transport = self._transport
+            if transport is not None and not transport.is_closing():
+                transport.pause_reading()
+        self._paused |= reason
 
-    def _maybe_resume_reading(self) -> None:
+    def _resume(self, reason: int) -> None:
+        if not self._paused & reason:
+            return
+        self._paused &= ~reason
+        transport = self._transport
         if (
-            not self._paused_for_body
-            and not self._paused_for_queue
-            and not self._no_more_requests
-            and self._transport is not None
-            and not self._transport.is_closing()
+            not self._paused
+            and self._phase is not Phase.STOPPED
+            and transport is not None
+            and not transport.is_closing()
         ):
-            self._transport.resume_reading()
+            transport.resume_reading()
 
     def _stop_reading(self) -> None:
-        self._no_more_requests = True
-        self._pause_reading()
+        self._phase = Phase.STOPPED
+        self._held = b""
+        self._pause(_STOPPED)
+
+    def _take_held(self) -> None:
+        """Parse what was held back once the queue has room, then read again."""
+        held, self._held = self._held, b""
+        if held and self._phase is not Phase.STOPPED and self._phase is not Phase.LINGERING:
+            self._feed(held)
+        if not self._held:
+            self._resume(_FOR_QUEUE)
 
     # Answering, one request at a time
 
@@ -298,22 +394,34 @@ class HttpConnection(asyncio.Protocol):
                 request = self._queue[0]
                 await self._answer_one(request)
                 self._queue.popleft()
-                if self._paused_for_queue and len(self._queue) <= MAX_PIPELINED // 2:
-                    self._paused_for_queue = False
-                    self._maybe_resume_reading()
                 if self._close_after_answer or self._transport is None:
                     self._queue.clear()
-                    if request.body.complete or self._no_more_requests or self._client_eof:
-                        self.close()
-                    else:
-                        self._linger()
+                    self._end_after(request)
                     return
+                if len(self._queue) <= MAX_PIPELINED // 2:
+                    self._take_held()
+                if self._queue:
+                    # Answers written but not taken: wait before answering more. And give the
+                    # other connections a turn between two pipelined answers.
+                    await self._wait_writable()
+                    await asyncio.sleep(0)
+        except ClientGone:
+            self.abort()
+            return
         finally:
             self._task = None
         if self._shutting_down or self._client_eof:
             self.close()
-        elif not self._in_head:
+        elif self._phase is Phase.IDLE:
             self._arm_idle_timer()
+
+    def _end_after(self, request: Request) -> None:
+        """Close once `request` is answered: at once when nothing more can arrive, else after a
+        lingering read, since unread bytes would turn the close into a reset."""
+        if self._client_eof or (request.body.complete and self._phase is not Phase.STOPPED):
+            self.close()
+        else:
+            self._linger()
 
     async def _answer_one(self, request: Request) -> None:
         try:
@@ -331,6 +439,8 @@ class HttpConnection(asyncio.Protocol):
                 request.answer(internal_error(rid))
             self._close_after_answer = True
             return
+        finally:
+            request.release()
         if not request.started:
             self.abort()  # a handler that answered nothing: the client must not wait forever
             self._close_after_answer = True
@@ -341,7 +451,7 @@ class HttpConnection(asyncio.Protocol):
             or not request.keep_alive
             or not request.body.complete  # an unread body cannot be skipped safely
             or self._shutting_down
-            or self._no_more_requests
+            or self._phase is Phase.STOPPED
         )
         if close:
             self._close_after_answer = True
@@ -349,35 +459,22 @@ class HttpConnection(asyncio.Protocol):
 
     def send_answer(self, request: Request, answer: Answer) -> None:
         close = self._must_close(request, answer.close)
-        bodyless = answer.status in _NO_BODY_STATUSES or answer.status < 200
-        framing = b"" if bodyless else b"Content-Length: %d\r\n" % len(answer.body)
-        parts = _head(answer.status, answer.reason, answer.headers, framing,
-                      self._connection_line(request, close))  # fmt: skip
-        if not bodyless and request.method != "HEAD":
+        framing = framing_for(answer.status, request.method, len(answer.body), request.version)
+        parts = answer_head(answer.status, answer.reason, answer.headers, framing.line,
+                            connection_line(request.version, close))  # fmt: skip
+        if not framing.bodyless:
             parts.append(answer.body)
         self.write(b"".join(parts))
 
     def start_stream(
         self, request: Request, status: int, reason: str, headers: Headers, length: int | None
     ) -> None:
-        bodyless = status in _NO_BODY_STATUSES or status < 200
-        self._stream_bodyless = bodyless or request.method == "HEAD"
-        self._stream_chunked = False
-        close_when_done = False
-        framing = b""
-        if not bodyless:
-            if length is not None:
-                framing = b"Content-Length: %d\r\n" % length
-            elif request.method == "HEAD":
-                pass  # a HEAD answer of unknown length says nothing of it
-            elif request.version >= (1, 1):
-                framing = b"Transfer-Encoding: chunked\r\n"
-                self._stream_chunked = True
-            else:
-                close_when_done = True  # HTTP/1.0: the body ends with the connection
-        close = self._must_close(request, close_when_done)
-        ending = self._connection_line(request, close)
-        self.write(b"".join(_head(status, reason, headers, framing, ending)))
+        framing = framing_for(status, request.method, length, request.version)
+        self._stream_bodyless = framing.bodyless
+        self._stream_chunked = framing.chunked
+        close = self._must_close(request, framing.ends_with_close)
+        ending = connection_line(request.version, close)
+        self.write(b"".join(answer_head(status, reason, headers, framing.line, ending)))
 
     async def write_stream(self, chunk: bytes) -> None:
         if self._stream_bodyless or not chunk:
@@ -389,10 +486,15 @@ class HttpConnection(asyncio.Protocol):
             transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
         else:
             transport.write(chunk)
-        if self._writing_paused:
-            waiter = self._loop.create_future()
-            self._drain_waiter = waiter
-            await waiter
+        await self._wait_writable()
+
+    async def _wait_writable(self) -> None:
+        """Wait while the client is not taking what was written: at most `idle_timeout`, then
+        `ClientGone` (a client that stopped reading holds no task and no upstream for ever)."""
+        if not self._writing_paused:
+            return
+        waiter = self._drain_waiter = self._loop.create_future()
+        await wait_at_most(waiter, self._settings.idle_timeout or None, _send_timed_out)
 
     def finish_stream(self) -> None:
         if self._stream_chunked:
@@ -403,15 +505,9 @@ class HttpConnection(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             transport.write(data)
 
-    def _connection_line(self, request: Request, close: bool) -> bytes:
-        if close:
-            return b"Connection: close\r\n\r\n"
-        if request.version == (1, 0):
-            return b"Connection: keep-alive\r\n\r\n"
-        return b"\r\n"
-
     def pause_writing(self) -> None:
         self._writing_paused = True
+        self._pause(_FOR_WRITES)
 
     def resume_writing(self) -> None:
         self._writing_paused = False
@@ -420,8 +516,9 @@ class HttpConnection(asyncio.Protocol):
             self._drain_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        self._resume(_FOR_WRITES)
 
-    # What fails before a request exists
+    # What fails before a request exists, or in the framing around its body
 
     def _parse_failed(self, denied: Denied) -> None:
         self._stop_reading()
@@ -432,57 +529,100 @@ class HttpConnection(asyncio.Protocol):
             return
         self._settings.metrics.denied(UNMATCHED, denied.reason)
         self._settings.metrics.answered(UNMATCHED, "OTHER", denied.reason.status, 0.0)
-        answer = problem_answer(denied, request_id(None))
-        self.write(self._bare_answer(answer))
-        self.close()
+        self._send_bare(problem_answer(denied, request_id(None)))
 
     def _head_too_slow(self) -> None:
-        self._head_timer = None
-        if self._in_head:
+        self._deadline = None
+        if self._phase is Phase.HEAD:
             self._refuse(408, "the request head did not arrive in time", "timeout")
 
+    def _trailer_too_slow(self) -> None:
+        self._deadline = None
+        if self._phase is Phase.AFTER_CHUNK_LINE and self._current is not None:
+            self._stop_reading()
+            self._close_after_answer = True
+            self._current.body.fail(BodyStalled("the request's trailer section did not arrive"))
+
     def _idle_too_long(self) -> None:
-        self._idle_timer = None
-        if self._task is None and not self._in_head:
-            self.close()
+        self._deadline = None
+        if self._task is None and self._phase is Phase.IDLE:
+            self._close_or_abort()
 
     def _refuse(self, status: int, detail: str, slug: str) -> None:
         self._stop_reading()
         self._settings.metrics.answered(UNMATCHED, "OTHER", status, 0.0)
-        answer = plain_problem(status, reason_phrase(status), detail, slug, request_id(None))
-        self.write(self._bare_answer(answer))
-        self.close()
+        self._send_bare(
+            plain_problem(status, reason_phrase(status), detail, slug, request_id(None))
+        )
 
-    @staticmethod
-    def _bare_answer(answer: Answer) -> bytes:
-        """An answer to no request (a head that never became one), closing the connection."""
+    def _send_bare(self, answer: Answer) -> None:
+        """An answer to no request (a head that never became one), then a lingering close."""
         framing = b"Content-Length: %d\r\n" % len(answer.body)
-        head = _head(answer.status, "", answer.headers, framing, b"Connection: close\r\n\r\n")
-        return b"".join([*head, answer.body])
+        head = answer_head(answer.status, "", answer.headers, framing, CLOSE)
+        self.write(b"".join([*head, answer.body]))
+        self._linger()
 
     def _linger(self) -> None:
-        """Close after an answer sent while the client is still sending its body: closing at
-        once would reset the connection, and a reset can wipe the answer from the client's
-        buffer before it is read. So the answer is followed by our end of the stream, and what
-        the client still sends is read and dropped for up to `LINGER_SECONDS`."""
+        """Close after an answer while the client may still be sending: closing at once would
+        reset the connection, and a reset can wipe the answer from the client's buffer before
+        it is read. So the answer is followed by our end of the stream, and what the client
+        still sends is read and dropped for up to `LINGER_SECONDS`."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        self._lingering = True
-        self._paused_for_body = self._paused_for_queue = False
+        if self._client_eof:
+            self.close()  # the client has said all it will: nothing is left to read
+            return
+        self._phase = Phase.LINGERING
+        self._held = b""
+        self._paused = 0
         if transport.can_write_eof():
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:  # the peer is gone already
+                self.abort()
+                return
         transport.resume_reading()
-        self._loop.call_later(LINGER_SECONDS, self.close)
+        self._set_deadline(LINGER_SECONDS, self._close_or_abort)
+
+    def _close_or_abort(self) -> None:
+        """Close; or cut the connection if it still holds bytes the client never took, since
+        a close waits until they are sent."""
+        transport = self._transport
+        if transport is not None and transport.get_write_buffer_size():
+            self.abort()
+        else:
+            self.close()
 
     def _arm_idle_timer(self) -> None:
         if self._settings.idle_timeout > 0:
-            self._idle_timer = self._loop.call_later(
-                self._settings.idle_timeout, self._idle_too_long
-            )
+            self._set_deadline(self._settings.idle_timeout, self._idle_too_long)
 
-    def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._idle_timer):
-            if timer is not None:
-                timer.cancel()
-        self._head_timer = self._idle_timer = None
+    def _set_deadline(self, seconds: float, callback: Callable[[], None]) -> None:
+        self._cancel_deadline()
+        self._deadline = self._loop.call_later(seconds, callback)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+
+def chunk_line_too_long(limit: int) -> Denied:
+    return Denied(
+        Reason.INVALID_REQUEST,
+        f"a chunk-size line, extensions included, exceeds {limit} bytes",
+        challenge=False,
+    )
+
+
+def trailers_too_large(limit: int) -> Denied:
+    return Denied(
+        Reason.HEADERS_TOO_LARGE,
+        f"the request's trailer section exceeds {limit} bytes",
+        challenge=False,
+    )
+
+
+def _send_timed_out() -> Exception:
+    return ClientGone("the client took none of the answer within the idle timeout")

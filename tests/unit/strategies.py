@@ -51,14 +51,25 @@ def hostile_paths(draw: st.DrawFn) -> str:
     return path[:at] + draw(st.text(any_character, min_size=1, max_size=3)) + path[at:]
 
 
-#: One byte, escaped as a normal form keeps it: not unreserved, not `/` or `\`, upper-case hex.
-kept_escapes = (
-    st.integers(0, 255)
+#: A character beyond ASCII that UTF-8 can encode (any but the surrogates).
+beyond_ascii = st.characters(min_codepoint=0x80, codec="utf-8")
+
+
+def escape(data: bytes, upper: bool = True) -> str:
+    """Every byte of `data` as a percent-escape, in upper- or lower-case hex."""
+    return "".join(f"%{b:02X}" if upper else f"%{b:02x}" for b in data)
+
+
+#: One character escaped as a normal form keeps it, in upper-case hex: a printable ASCII byte
+#: that is neither unreserved nor `/` or `\`, or a character beyond ASCII as its UTF-8 bytes.
+kept_escapes = st.one_of(
+    st.integers(0x20, 0x7E)
     .filter(lambda b: chr(b) not in UNRESERVED + "/\\")
-    .map(lambda b: f"%{b:02X}")
+    .map(lambda b: f"%{b:02X}"),
+    beyond_ascii.map(lambda char: escape(char.encode("utf-8"))),
 )
 
-#: A segment of a normalised path: never empty, never a dot segment, never `..;`.
+#: A segment of a normalised path: never empty, never a dot segment, never one with parameters.
 normal_segments = (
     st.lists(
         st.one_of(st.text(UNRESERVED + SUB_DELIMS, min_size=1, max_size=3), kept_escapes),
@@ -66,7 +77,7 @@ normal_segments = (
         max_size=3,
     )
     .map("".join)
-    .filter(lambda s: s not in {".", ".."} and not s.startswith((".;", "..;")))
+    .filter(lambda s: s not in {".", ".."} and not s.startswith((".;", "..;", ".%3B", "..%3B")))
 )
 
 
@@ -121,6 +132,143 @@ def spellings(draw: st.DrawFn, path: str) -> str:
             raw.append(_escape_some(draw, part))
     slashes = draw(st.lists(st.sampled_from(["/", "/", "//", "///"]), min_size=len(raw)))
     return "".join(s + r for s, r in zip(slashes, raw, strict=False)) or "/"
+
+
+#: Every escape of a control character (%00-%1F and %7F), in both cases of hex.
+CONTROL_ESCAPES = tuple(
+    sorted({spelling for b in [*range(0x20), 0x7F] for spelling in (f"%{b:02X}", f"%{b:02x}")})
+)
+
+
+def is_utf8(data: bytes) -> bool:
+    """Python's own strict decoder: the oracle of what UTF-8 is."""
+    try:
+        data.decode("utf-8", "strict")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def utf8_layout(code: int, length: int) -> bytes:
+    """`code` laid out in UTF-8's bit pattern over `length` bytes (2 to 4), whether or not UTF-8
+    allows it: overlong forms, surrogates and code points above U+10FFFF included."""
+    tail = []
+    for _ in range(length - 1):
+        tail.append(0x80 | (code & 0x3F))
+        code >>= 6
+    lead = (0xFF << (8 - length)) & 0xFF
+    return bytes([lead | code, *reversed(tail)])
+
+
+def _high_bytes(min_size: int) -> st.SearchStrategy[bytes]:
+    """Up to three bytes beyond ASCII: escaped, they can only fail as UTF-8, never as controls
+    or slashes."""
+    return st.lists(st.integers(0x80, 0xFF), min_size=min_size, max_size=3).map(bytes)
+
+
+_continuations = st.lists(st.integers(0x80, 0xBF), min_size=1, max_size=3).map(bytes)
+
+
+@st.composite
+def _overlong(draw: st.DrawFn) -> bytes:
+    """A character in more bytes than it needs, the dot and the slash most of all."""
+    length = draw(st.integers(2, 4))
+    fits = {2: 0x80, 3: 0x800, 4: 0x10000}[length]  # below this, a shorter form exists
+    code = draw(st.one_of(st.sampled_from([0x2E, 0x2F, 0x5C, 0x00]), st.integers(0, fits - 1)))
+    return utf8_layout(code, length)
+
+
+@st.composite
+def _truncated(draw: st.DrawFn) -> bytes:
+    """A multi-byte character with one or more of its continuation bytes missing."""
+    encoded = draw(beyond_ascii).encode()
+    return encoded[: draw(st.integers(1, len(encoded) - 1))]
+
+
+#: Byte sequences that are not UTF-8, by kind, each checked against Python's decoder: overlong
+#: forms, encoded surrogates, code points above U+10FFFF, lone continuation bytes, truncated
+#: characters, bytes UTF-8 never uses (C0, C1, F5-FF), and random bytes beyond ASCII.
+invalid_utf8 = st.one_of(
+    _overlong(),
+    st.integers(0xD800, 0xDFFF).map(lambda code: utf8_layout(code, 3)),
+    st.integers(0x110000, 0x1FFFFF).map(lambda code: utf8_layout(code, 4)),
+    _continuations,
+    _truncated(),
+    st.tuples(st.sampled_from([0xC0, 0xC1, *range(0xF5, 0x100)]), _high_bytes(0)).map(
+        lambda pair: bytes([pair[0]]) + pair[1]
+    ),
+    _high_bytes(1),
+).filter(lambda data: not is_utf8(data))
+
+
+@st.composite
+def invalid_utf8_escapes(draw: st.DrawFn) -> str:
+    """An invalid UTF-8 sequence, every byte escaped, each in either case of hex."""
+    return "".join(escape(bytes([b]), upper=draw(st.booleans())) for b in draw(invalid_utf8))
+
+
+#: A `.` or `..` segment with parameters: dots raw or escaped, then `;` raw or escaped.
+dot_parameter_segments = st.builds(
+    lambda dots, mark, rest: "".join(dots) + mark + rest,
+    st.lists(st.sampled_from([".", "%2e", "%2E"]), min_size=1, max_size=2),
+    st.sampled_from([";", "%3B", "%3b"]),
+    st.text(string.ascii_letters + string.digits + "=;", max_size=6),
+)
+
+#: The pieces a valid path is made of here: plain text without dots or `;`, escapes that stay
+#: escaped (ASCII and whole UTF-8 characters). None of them can join a forbidden piece placed
+#: beside it into something valid.
+_path_atoms = st.one_of(
+    st.text(string.ascii_letters + string.digits + "-_~!$&'()*+,=:@", min_size=1, max_size=3),
+    kept_escapes,
+)
+
+
+@st.composite
+def paths_around(draw: st.DrawFn, piece: str, *, whole_segment: bool = False) -> str:
+    """A valid path with `piece` placed in it: alone, as its first, a middle or its last
+    segment, or (unless it must be a `whole_segment`) at the start, inside or at the end of one
+    of its segments, between the characters and escapes of the valid path."""
+    segments = draw(st.lists(st.lists(_path_atoms, min_size=1, max_size=3), max_size=4))
+    at = draw(st.integers(0, len(segments)))
+    if whole_segment or not segments or draw(st.booleans()):
+        segments.insert(at, [piece])
+    else:
+        atoms = segments[min(at, len(segments) - 1)]
+        atoms.insert(draw(st.integers(0, len(atoms))), piece)
+    trailing = "/" if draw(st.booleans()) else ""
+    return "/" + "/".join("".join(atoms) for atoms in segments) + trailing
+
+
+@st.composite
+def escaped_texts(draw: st.DrawFn) -> tuple[str, list[str]]:
+    """A raw path whose segments are arbitrary text beyond ASCII, percent-encoded as UTF-8 in
+    either case of hex, and the texts it spells. Unreserved ASCII is sometimes escaped too; no
+    segment is a dot segment, and none holds `/`, `\\` or a control character."""
+    texts = draw(
+        st.lists(
+            st.text(
+                st.one_of(
+                    beyond_ascii,
+                    st.characters(
+                        min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="./\\"
+                    ),
+                ),
+                min_size=1,
+                max_size=6,
+            ).filter(lambda text: not text.isascii()),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    raw: list[str] = []
+    for text in texts:
+        pieces = []
+        for char in text:
+            keep = char in UNRESERVED and draw(st.booleans())
+            pieces.append(char if keep else escape(char.encode("utf-8"), draw(st.booleans())))
+        raw.append("".join(pieces))
+    return "/" + "/".join(raw), texts
 
 
 #: A query as a client sends it: printable ASCII without space or `#`, escapes valid or not.

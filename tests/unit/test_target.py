@@ -4,6 +4,7 @@ tests/e2e/test_allow.py and the `paths` family of tests/attacks."""
 from __future__ import annotations
 
 import re
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 import pytest
 from hypothesis import given, settings
@@ -12,10 +13,16 @@ from hypothesis import strategies as st
 from scopegate.pipeline.target import Target, parse_target, remove_dot_segments
 from scopegate.reasons import Denied, Reason
 from tests.unit.strategies import (
+    CONTROL_ESCAPES,
     UNRESERVED,
     anything,
+    dot_parameter_segments,
+    escaped_texts,
     hostile_paths,
+    invalid_utf8_escapes,
+    is_utf8,
     normal_paths,
+    paths_around,
     queries,
     raw_paths,
     spellings,
@@ -43,14 +50,15 @@ NORMALISED = [
     pytest.param("/.a/a./..b", "/.a/a./..b", id="dots beside other characters are ordinary"),
     pytest.param("/a%2ab", "/a%2Ab", id="reserved escapes kept, hex upper-cased"),
     pytest.param("/a%20b", "/a%20b", id="an escaped space stays escaped"),
-    pytest.param(
-        "/a%00b", "/a%00b", id="an escaped NUL stays escaped: it is the upstream's to judge"
-    ),
-    pytest.param("/%C0%AE%C0%AE/x", "/%C0%AE%C0%AE/x", id="overlong UTF-8 dots are not dots"),
+    pytest.param("/caf%c3%a9", "/caf%C3%A9", id="UTF-8 escapes kept, hex upper-cased"),
+    pytest.param("/%F0%9F%98%80", "/%F0%9F%98%80", id="a four-byte UTF-8 character kept"),
+    pytest.param("/%F4%8F%BF%BF", "/%F4%8F%BF%BF", id="the last code point, U+10FFFF, kept"),
+    pytest.param("/%E2%82%AC%41", "/%E2%82%ACA", id="an escape after a UTF-8 character decoded"),
     pytest.param("/%252e%252e/x", "/%252e%252e/x", id="decoded once: %25 never makes a new escape"),
     pytest.param("/a;b=c/d", "/a;b=c/d", id="parameters on ordinary segments kept"),
     pytest.param("/a;b/../c", "/c", id="dot-dot removes a segment with parameters"),
-    pytest.param("/a/..%3Bx", "/a/..%3Bx", id="an escaped semicolon is no parameter delimiter"),
+    pytest.param("/a%3Bb/x..%3B", "/a%3Bb/x..%3B", id="escaped semicolons outside dot segments"),
+    pytest.param("/...%3Bx", "/...%3Bx", id="three dots and an escaped semicolon are ordinary"),
     pytest.param("/!$&'()*+,;=:@", "/!$&'()*+,;=:@", id="sub-delims, colon and at kept raw"),
 ]
 
@@ -82,11 +90,29 @@ REFUSED = [
     pytest.param("/a%G1", "invalid percent-escape", id="non-hex escape"),
     pytest.param("/a%%41", "invalid percent-escape", id="escaped percent sign written raw"),
     pytest.param("/a#frag", "fragment", id="raw fragment"),
+    pytest.param("/a%00b", "control", id="escaped NUL"),
+    pytest.param("/a%0d%0aX-Injected:%201", "control", id="escaped CR LF"),
+    pytest.param("/a%1F", "control", id="escaped unit separator"),
+    pytest.param("/a%7f", "control", id="escaped DEL"),
+    pytest.param("/%C0%AE%C0%AE/x", "UTF-8", id="overlong two-byte dots"),
+    pytest.param("/%c0%af", "UTF-8", id="overlong two-byte slash"),
+    pytest.param("/%E0%80%AE", "UTF-8", id="overlong three-byte dot"),
+    pytest.param("/%F0%80%80%AE", "UTF-8", id="overlong four-byte dot"),
+    pytest.param("/a%80b", "UTF-8", id="lone continuation byte"),
+    pytest.param("/%E2%82", "UTF-8", id="truncated sequence at the end"),
+    pytest.param("/%E2%82x%AC", "UTF-8", id="sequence interrupted by a plain character"),
+    pytest.param("/%ED%A0%80", "UTF-8", id="surrogate encoded in UTF-8"),
+    pytest.param("/%F4%90%80%80", "UTF-8", id="code point above U+10FFFF"),
+    pytest.param("/%F5%80%80%80", "UTF-8", id="lead byte F5"),
+    pytest.param("/%ff", "UTF-8", id="byte FF"),
     pytest.param("/..;x/admin", "parameters", id="dot-dot with parameters"),
     pytest.param("/public/..;/contacts", "parameters", id="dot-dot with empty parameters"),
     pytest.param("/a/.;a/b", "parameters", id="dot with parameters"),
     pytest.param("/a/%2e%2e;x/b", "parameters", id="escaped dot-dot with parameters"),
     pytest.param("/a/%2E;/b", "parameters", id="escaped dot with parameters"),
+    pytest.param("/a/..%3Bx", "parameters", id="dot-dot with an escaped semicolon"),
+    pytest.param("/a/.%3b/b", "parameters", id="dot with a lower-case escaped semicolon"),
+    pytest.param("/%2e%2e%3Bx/admin", "parameters", id="all escaped: dot-dot and semicolon"),
     pytest.param("/a?b#c", "fragment", id="fragment after the query"),
     pytest.param("/a?b c", "percent-encoded", id="raw space in the query"),
     pytest.param("/a?b\x00", "control", id="NUL in the query"),
@@ -247,6 +273,10 @@ class TestProperties:
                 "\udcc3",
                 "%G0",
                 "%x",
+                "%00",
+                "%0a",
+                "%1F",
+                "%7f",
             ]
         ),
         st.data(),
@@ -254,8 +284,8 @@ class TestProperties:
     def test_a_forbidden_piece_anywhere_in_the_path_is_refused(
         self, raw: str, piece: str, data: st.DataObject
     ) -> None:
-        """No surrounding text can make an encoded slash, a control character, non-ASCII, `#`
-        or a broken escape acceptable."""
+        """No surrounding text can make an encoded slash, a control character raw or escaped,
+        non-ASCII, `#` or a broken escape acceptable."""
         at = data.draw(st.integers(1, len(raw)))
         with pytest.raises(Denied) as caught:
             parse_target(raw[:at] + piece + raw[at:])
@@ -271,3 +301,56 @@ class TestProperties:
             assert denied.reason is Reason.BAD_PATH
         else:
             assert target.path.startswith("/")
+
+
+def _refused_as(raw: str) -> str:
+    """The detail of the `bad_path` denial that `raw` must get."""
+    with pytest.raises(Denied) as caught:
+        parse_target(raw)
+    assert caught.value.reason is Reason.BAD_PATH
+    assert not caught.value.challenge
+    return caught.value.detail
+
+
+class TestForbiddenEscapes:
+    """Each class of escape SPEC §3.1 refuses, placed anywhere in an otherwise valid path."""
+
+    @settings(max_examples=20, deadline=None)
+    @pytest.mark.parametrize("escape", CONTROL_ESCAPES)
+    @given(data=st.data())
+    def test_every_escaped_control_character_is_refused_anywhere(
+        self, escape: str, data: st.DataObject
+    ) -> None:
+        """`%00`-`%1F` and `%7F`, either case of hex, in any segment or alone, are `bad_path`."""
+        raw = data.draw(paths_around(escape))
+        assert "control" in _refused_as(raw)
+
+    @settings(max_examples=500, deadline=None)
+    @given(invalid_utf8_escapes().flatmap(lambda escape: paths_around(escape)))
+    def test_escapes_of_invalid_utf8_are_refused_anywhere(self, raw: str) -> None:
+        """Overlong forms, surrogates, code points above U+10FFFF, lone or missing continuation
+        bytes and bytes UTF-8 never uses are `bad_path`, whatever valid path surrounds them."""
+        assert not is_utf8(unquote_to_bytes(raw))  # Python's decoder agrees it is not UTF-8
+        assert "UTF-8" in _refused_as(raw)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        dot_parameter_segments.flatmap(lambda segment: paths_around(segment, whole_segment=True))
+    )
+    def test_dot_segments_with_parameters_are_refused_anywhere(self, raw: str) -> None:
+        """`.` and `..` with `;` parameters, dots and semicolon raw or escaped, are `bad_path`
+        as the first, a middle or the last segment, or alone."""
+        assert "parameters" in _refused_as(raw)
+
+    @settings(max_examples=500, deadline=None)
+    @given(escaped_texts())
+    def test_escaped_utf8_of_any_text_is_kept_and_forwarded_escaped(
+        self, case: tuple[str, list[str]]
+    ) -> None:
+        """Valid UTF-8 escapes are never refused: each character beyond ASCII stays escaped with
+        upper-case hex, normalising again changes nothing, and the text decodes back intact."""
+        raw, texts = case
+        path = parse_target(raw).path
+        assert path == "/" + "/".join(quote(text, safe="") for text in texts)
+        assert parse_target(path).path == path
+        assert unquote(path, errors="strict") == "/" + "/".join(texts)

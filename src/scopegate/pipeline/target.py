@@ -11,10 +11,24 @@ Envoy CVE-2021-29492 and its relatives). Normalisation (RFC 3986 §6.2.2), in th
 Decoding comes first so that `%2e%2E` is the dot segment it spells, and happens once, so that
 `%252e` (an escaped `%`, then `2e`) stays as it is and never becomes a dot on a second pass.
 
-Refused with 400 `bad_path`: targets not in origin-form (absolute-form, authority-form, `*`),
-encoded slash or backslash (`%2F`, `%5C`), raw backslash, NUL and control characters, anything
-outside printable ASCII, invalid escapes, a raw `#`, and `.`/`..` segments carrying `;`
-parameters (`..;x`), which Tomcat-style servers treat as dot segments and others do not.
+Refused with 400 `bad_path` (SPEC §3.1), the `detail` naming the rule that failed:
+
+- targets not in origin-form (absolute-form, authority-form, `*`);
+- anything outside printable ASCII as sent: NUL, control characters, space, raw non-ASCII;
+- a raw `#`, which the client forwarding the path would read as the start of a fragment;
+- a raw backslash, and encoded slash or backslash (`%2F`, `%5C`), which some servers decode
+  into separators and others do not;
+- invalid escapes (`%`, `%4`, `%G1`);
+- escaped control characters (`%00`–`%1F`, `%7F`, either case of hex): an upstream that decodes
+  them meets the NUL that ends a C string or the CR LF that ends a log line, as if sent raw;
+- escapes whose bytes are not valid UTF-8 (overlong forms such as `%C0%AE`, lone or missing
+  continuation bytes, encoded surrogates, code points above U+10FFFF, `%F5`–`%FF`): a lenient
+  decoder reads `%C0%AE` as `.` and so finds dot segments this gateway never saw;
+- `.`/`..` segments carrying `;` parameters, raw or escaped (`..;x`, `..%3Bx`, `.%3b`), which
+  Tomcat-style servers treat as dot segments and others do not.
+
+Valid escapes of other bytes, multi-byte UTF-8 included (`%C3%A9`), are kept as escapes with
+their hex upper-cased.
 
 The query is passed on byte for byte, escapes and all; only what could never stand on a request
 line (space, control characters, non-ASCII) or would be read as a fragment (`#`) by the client
@@ -30,6 +44,7 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from scopegate.reasons import Denied, Reason
 
@@ -42,7 +57,10 @@ _PATH_CHARS = re.compile(r"[!\"$-\[\]-~]*")
 # Printable ASCII but space and `#`: what may stand in a query as sent.
 _QUERY_CHARS = re.compile(r"[!\"$-~]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_DOT_WITH_PARAMS = re.compile(r"\.{1,2};")
+# An escape of a byte outside ASCII: only a path with one can fail to be UTF-8.
+_HIGH_ESCAPE = re.compile(r"%[89A-F]")
+# A `.` or `..` segment followed by `;`, raw or escaped (escapes are upper-cased by then).
+_DOT_WITH_PARAMS = re.compile(r"/\.{1,2}(?:;|%3B)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +91,33 @@ def _decode_escape(match: re.Match[str]) -> str:
     digits = match.group(1)
     if digits is None:
         raise _bad("the path has an invalid percent-escape")
-    char = chr(int(digits, 16))
+    code = int(digits, 16)
+    if code < 0x20 or code == 0x7F:
+        raise _bad("percent-encoded control characters (%00-%1F, %7F) are not allowed in the path")
+    char = chr(code)
     if char in "/\\":
         # Decoded, it would split or join segments differently here and upstream.
         raise _bad("encoded slashes and backslashes are not allowed in the path")
     if char in _UNRESERVED:
         return char
     return "%" + digits.upper()
+
+
+def _check_utf8(decoded: str) -> None:
+    """Refuse escapes whose bytes, read together, are not UTF-8; `decoded` has only valid,
+    upper-cased escapes left.
+
+    Python's strict decoder refuses overlong forms, surrogates and code points above U+10FFFF,
+    which is what keeps `%C0%AE` from ever being read as a dot further down the line. Runs of
+    escapes are decoded with the characters between them, so a sequence that an ASCII
+    character interrupts is refused as truncated.
+    """
+    if not _HIGH_ESCAPE.search(decoded):
+        return  # escapes of ASCII bytes only: nothing that could be invalid UTF-8
+    try:
+        unquote_to_bytes(decoded).decode("utf-8", "strict")
+    except UnicodeDecodeError:
+        raise _bad("percent-escapes must decode to valid UTF-8") from None
 
 
 def remove_dot_segments(path: str) -> str:
@@ -113,9 +151,10 @@ def normalise_path(raw_path: str) -> str:
     if "%" not in raw_path and "//" not in raw_path and "/." not in raw_path:
         return raw_path  # nothing to decode, merge or remove: already normal
     decoded = _ESCAPE.sub(_decode_escape, raw_path)
+    _check_utf8(decoded)
     merged = _SLASHES.sub("/", decoded)
-    if any(_DOT_WITH_PARAMS.match(segment) for segment in merged.split("/")):
-        raise _bad("dot segments with parameters (..;) are not allowed")
+    if _DOT_WITH_PARAMS.search(merged):
+        raise _bad("dot segments with parameters (..; or ..%3B) are not allowed")
     return remove_dot_segments(merged)
 
 

@@ -64,7 +64,7 @@ def problem_body(status: int, title: str, detail: str, slug: str) -> bytes:
 def problem_answer(denied: Denied, rid: str, *, close: bool = False) -> Answer:
     """The complete answer to a denied request."""
     reason = denied.reason
-    answer = plain_problem(reason.status, reason.heading, denied.detail, str(reason), rid)
+    answer = plain_problem(denied.status, reason.heading, denied.detail, str(reason), rid)
     www_authenticate = challenge(denied)
     if www_authenticate is not None:
         answer.add("WWW-Authenticate", www_authenticate)

@@ -113,7 +113,10 @@ class Denied(Exception):
 
     ``scope`` is the RFC 6750 ``scope`` attribute of a 403, ``allow`` the methods of a 405,
     ``retry_after`` the seconds of a 503. ``challenge`` is False for framing errors counted as
-    ``invalid_request`` that have nothing to do with a bearer token.
+    ``invalid_request`` that have nothing to do with a bearer token. ``status_override`` answers
+    with another status than the reason's, for a refusal SPEC §5 counts under a reason whose
+    usual status would misstate it (a transfer coding scopegate does not implement: 501, counted
+    as ``invalid_request``).
     """
 
     reason: Reason
@@ -122,6 +125,12 @@ class Denied(Exception):
     allow: tuple[str, ...] = ()
     retry_after: int | None = None
     challenge: bool = True
+    status_override: int | None = None
+
+    @property
+    def status(self) -> int:
+        """The status of the answer: the reason's, unless this denial overrides it."""
+        return self.reason.status if self.status_override is None else self.status_override
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.detail}"

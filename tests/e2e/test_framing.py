@@ -1,12 +1,12 @@
-"""Framing the gateway refuses (SPEC §3.1): 400 or 431 as problem+json, the connection closed,
-nothing forwarded."""
+"""Framing the gateway refuses (SPEC §3.1): 400, 431 or 501 as problem+json, the connection
+closed, nothing forwarded."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.e2e.conftest import Env
-from tests.support.rawhttp import exchange
+from tests.support.rawhttp import exchange, parse, read_raw
 
 BAD = [
     pytest.param(
@@ -40,6 +40,23 @@ BAD = [
         400,
         id="final transfer coding not chunked",
     ),
+    pytest.param(b"GET /public/a HTTP/1.1\r\n\r\n", 400, id="HTTP/1.1 without Host"),
+    pytest.param(b"GET /public/a HTTP/1.1\r\nHost: a,b\r\n\r\n", 400, id="Host as a list"),
+    pytest.param(b"GET /public/a HTTP/1.1\r\nHost: user@a\r\n\r\n", 400, id="Host with userinfo"),
+    pytest.param(
+        b"GET /public/a HTTP/1.1\r\nHost: [::g]:80\r\n\r\n", 400, id="Host with a bad IPv6 literal"
+    ),
+    pytest.param(
+        b"POST /public/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        501,
+        id="a transfer coding before chunked",
+    ),
+    pytest.param(
+        b"POST /public/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        501,
+        id="a transfer coding and chunked in two headers",
+    ),
     pytest.param(
         b"GET /public/a HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
         431,
@@ -64,4 +81,19 @@ async def test_bad_framing_is_refused_and_closes(
     assert answer.header("Content-Type") == "application/problem+json"
     assert answer.json()["status"] == status
     assert answer.header("Connection") == "close"
+    assert env.upstream.received == []
+
+
+async def test_an_unimplemented_transfer_coding_is_counted_as_invalid_request(env: Env) -> None:
+    """501 for `gzip, chunked`, counted under `invalid_request`, and nothing after it on the
+    same connection is read: a request pipelined behind it gets no answer."""
+    pipelined = (
+        b"POST /public/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+        b"GET /public/b HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    answers = parse(await read_raw(env.port, pipelined, timeout=3))
+    assert [answer.status for answer in answers] == [501]
+    assert answers[0].header("WWW-Authenticate") is None
+    assert env.sample("scopegate_denials_total", route="unmatched", reason="invalid_request") == 1
+    assert env.sample("scopegate_requests_total", route="unmatched", method="POST", code="501") == 1
     assert env.upstream.received == []

@@ -139,3 +139,43 @@ def test_identity_worked_out_once_per_policy_follows_a_policy_change() -> None:
     assert identity(other) == [("X-Org", "7"), ("X-Auth-Scopes", "read")]
     assert identity(POLICY) == first == [("X-Auth-Subject", "bob"), ("X-Auth-Tenant", "7"),
                                          ("X-Auth-Scopes", "read")]  # fmt: skip
+
+
+# SPEC §3.4: what a client may never say to an upstream, under any spelling. The first group is
+# removed outright; the second is removed and then set by scopegate itself.
+REMOVED = ("Forwarded", "X-Real-IP", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Original-URL",
+           "X-Rewrite-URL", "X-Original-URI", "X-Forwarded-Path", "X-Forwarded-Uri",
+           "X-Override-URL", "X-Envoy-Original-Path", "X-HTTP-Method-Override", "X-HTTP-Method",
+           "X-Method-Override")  # fmt: skip
+REPLACED = ("X-Forwarded-Host", "X-Forwarded-Proto", "X-Request-Id", *IDENTITY)
+
+
+@st.composite
+def spellings(draw: st.DrawFn, names: tuple[str, ...]) -> str:
+    """One of `names` with each letter in either case and each `-` possibly a `_`."""
+    name = draw(st.sampled_from(names))
+    flips = draw(st.lists(st.booleans(), min_size=len(name), max_size=len(name)))
+    return "".join(
+        (c.swapcase() if c.isalpha() else "_" if c == "-" else c) if flip else c
+        for c, flip in zip(name, flips, strict=True)
+    )
+
+
+@settings(max_examples=500)
+@given(
+    spoofed=st.lists(spellings(REMOVED + REPLACED), min_size=1, max_size=8),
+    authenticated=st.booleans(),
+)
+def test_no_spoofable_header_reaches_the_upstream_in_any_spelling(
+    spoofed: list[str], authenticated: bool
+) -> None:
+    """Path, URL and method overrides, forwarding and identity headers: whatever a client
+    sends under those names, in any case and with `_` for `-`, is not in the forwarded head."""
+    raw = [(b"Host", b"gateway.test")]
+    raw += [(name.encode(), f"spoofed-{i}".encode()) for i, name in enumerate(spoofed)]
+    head = POLICY.request_head(b"GET /x HTTP/1.1\r\n", raw, USER if authenticated else ANONYMOUS,
+                               client_ip="10.0.0.1", scheme="http", upstream_host="api.internal",
+                               request_id="rid-1", framing=b"")  # fmt: skip
+    assert b"spoofed-" not in head
+    names = {canonical(name) for name, _ in lines_of(head)}
+    assert not names & {canonical(name) for name in REMOVED}

@@ -41,7 +41,10 @@ HOP_BY_HOP = frozenset(
 
 # Set by scopegate from what it knows, or headers an upstream might trust to mean something about
 # the request that only the edge may say (SPEC §3.4). Host and Content-Length are recomputed;
-# Expect has been answered by scopegate itself.
+# Expect has been answered by scopegate itself. The path and URL override headers are those that
+# proxies and frameworks have honoured in place of the request target: passed on, they would let
+# a client reach a path other than the one its route was chosen (and authorised) for. Like every
+# name here, they are dropped in any case and with `_` for `-` (`request_head` compares names so).
 _REQUEST_DROPPED = frozenset(
     {
         "host",
@@ -55,6 +58,11 @@ _REQUEST_DROPPED = frozenset(
         "x-forwarded-prefix",
         "x-original-url",
         "x-rewrite-url",
+        "x-original-uri",
+        "x-forwarded-path",
+        "x-forwarded-uri",
+        "x-override-url",
+        "x-envoy-original-path",
         "x-http-method-override",
         "x-http-method",
         "x-method-override",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import math
 import tempfile
 import tracemalloc
 from pathlib import Path
@@ -35,6 +36,7 @@ ISSUER = "https://issuer.example/"
 
 class _OneKey:
     generation = 1
+    usable_for = math.inf
 
     def __init__(self, key: jwt.PyJWK) -> None:
         self._key = key

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -20,6 +21,7 @@ from scopegate.devtools.tokens import mint
 from scopegate.keys.store import FetchHook, JwksStore
 from scopegate.pipeline.verify import TokenVerifier
 from scopegate.reasons import Denied, Reason
+from tests.e2e.conftest import BASE_CONFIG, gateway_env
 from tests.support.jwks_server import DISCOVERY_PATH, JwksServer
 
 KEY = generate("RS256", kid="k1")
@@ -372,3 +374,57 @@ async def test_a_cached_token_is_verified_again_once_its_key_left_the_set(
     with pytest.raises(Denied) as caught:
         await verifier.verify(token)
     assert caught.value.reason is Reason.UNKNOWN_KEY
+
+
+async def test_a_cached_token_is_refused_once_the_keys_are_older_than_max_stale(
+    server: JwksServer, make_store: Callable[..., JwksStore], clock: Clock
+) -> None:
+    """The verdict cache never outlives the keys' usability: with the provider down past
+    max_stale, a token verified before gets 503 like any other, not its cached verdict."""
+    store = make_store(policy=JwksPolicy(cache_ttl=600, min_refresh_interval=30, max_stale=60))
+    started = time.time()
+    verifier = TokenVerifier(
+        [store.issuer], {store.issuer.issuer: store}, clock=lambda: started + clock.now - 1000
+    )
+    token = mint(KEY, issuer=server.issuer, audience="a")
+    assert (await verifier.verify(token)).subject == "user-1"
+    await server.stop()
+    clock.now += 59
+    assert (await verifier.verify(token)).subject == "user-1"  # stale keys, within max_stale
+    clock.now += 2
+    with pytest.raises(Denied) as caught:
+        await verifier.verify(token)
+    assert caught.value.reason is Reason.ISSUER_UNAVAILABLE and caught.value.retry_after
+    assert verifier.remembered == 0
+
+
+MAX_STALE_CONFIG = BASE_CONFIG.replace(
+    "  min_refresh_interval: 1\n", "  min_refresh_interval: 0.2\n  max_stale: 2\n"
+)
+
+
+async def test_the_gateway_answers_503_to_a_cached_token_once_max_stale_has_passed() -> None:
+    """A real gateway and JWKS endpoint: a token accepted before the provider went down is
+    served while the keys are within max_stale, then gets 503 issuer_unavailable with
+    Retry-After, and the upstream never sees it."""
+    assert "max_stale: 2" in MAX_STALE_CONFIG
+    async with gateway_env(MAX_STALE_CONFIG) as env:
+        headers = env.bearer()
+        async with env.http.get(env.url + "/contacts", headers=headers) as answer:
+            assert answer.status == 200
+        await env.jwks.stop()
+        async with env.http.get(env.url + "/contacts", headers=headers) as answer:
+            assert answer.status == 200  # from the cache, the keys still usable
+        await asyncio.sleep(2.2)  # past max_stale, counted from the last good fetch
+        async with env.http.get(env.url + "/contacts", headers=headers) as answer:
+            assert answer.status == 503
+            assert int(answer.headers["Retry-After"]) >= 1
+            assert "WWW-Authenticate" not in answer.headers
+            assert (await answer.json())["type"].endswith("/issuer_unavailable")
+        assert len(env.upstream.received) == 2
+        assert (
+            env.sample(
+                "scopegate_denials_total", route="list-contacts", reason="issuer_unavailable"
+            )
+            == 1
+        )

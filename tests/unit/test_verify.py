@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
+import string
 import time
 from collections.abc import Callable
 from typing import Any
 
 import jwt
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from scopegate.config.model import Forwarding, Issuer
@@ -20,7 +22,12 @@ from scopegate.devtools.keys import SigningKey, generate
 from scopegate.devtools.tokens import mint
 from scopegate.pipeline import KeptClaims
 from scopegate.pipeline.scopes import read_claim
-from scopegate.pipeline.verify import TokenVerifier, is_b64url
+from scopegate.pipeline.verify import (
+    TokenVerifier,
+    b64url_decode,
+    is_b64url,
+    is_canonical_b64url,
+)
 from scopegate.reasons import Denied, Reason
 from scopegate.runtime import kept_claims
 
@@ -37,6 +44,7 @@ class StaticKeys:
     """A key source holding fixed keys: the same protocol the JWKS store serves."""
 
     generation = 0
+    usable_for = math.inf
 
     def __init__(self, *keys: SigningKey) -> None:
         self._keys = {(k.kid, k.alg): jwt.PyJWK(k.public_jwk(), algorithm=k.alg) for k in keys}
@@ -76,6 +84,25 @@ def token(key: SigningKey = RSA, **kwargs: Any) -> str:
     options: dict[str, Any] = {"issuer": ISSUER, "audience": AUDIENCE, "scopes": ("read",)}
     options.update(kwargs)
     return mint(key, **options)
+
+
+B64URL_ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+
+
+def unused_bits(part: str) -> int:
+    """How many low bits of `part`'s last character fall beyond its last byte (RFC 4648 §3.5)."""
+    return {0: 0, 2: 4, 3: 2}[len(part) % 4]
+
+
+def with_unused_bits(part: str, bits: int) -> str:
+    """`part` with `bits` set in its last character's unused low bits: the same bytes to a
+    lenient decoder, another spelling of them."""
+    return part[:-1] + B64URL_ALPHABET[B64URL_ALPHABET.index(part[-1]) | bits]
+
+
+def lenient_b64decode(part: str) -> bytes:
+    """What the standard library's decoder makes of `part`, unused bits ignored."""
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
 def swap_signature(good: str, signature: bytes) -> str:
@@ -169,6 +196,9 @@ REFUSED: list[Any] = [
     pytest.param(lambda: token(extra_claims={"aud": ""}), Reason.MISSING_CLAIM, id="empty aud string"),
     pytest.param(lambda: token(extra_claims={"jti": 7}), Reason.MALFORMED_TOKEN, id="jti as a number"),
     pytest.param(lambda: token()[:-2] + "A", Reason.MALFORMED_TOKEN, id="signature of a length no base64 has"),
+    pytest.param(lambda: with_unused_bits(token(), 0b1111), Reason.MALFORMED_TOKEN, id="signature with unused bits set"),
+    pytest.param(lambda: with_unused_bits(token(generate("RS256", kid="stranger")), 0b1), Reason.MALFORMED_TOKEN,
+                 id="a non-canonical signature is refused before the key is looked up"),
     pytest.param(lambda: token(lifetime=-120, extra_claims={"nbf": int(time.time()) + 600}), Reason.NOT_YET_VALID,
                  id="nbf is checked before exp"),
     pytest.param(lambda: token(lifetime=-120, audience="https://other-api.example.com"), Reason.EXPIRED_TOKEN,
@@ -349,6 +379,7 @@ class MisboundKeys:
     """A faulty key source that answers every request with the RSA key bound to RS256."""
 
     generation = 0
+    usable_for = math.inf
 
     async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
         return jwt.PyJWK(RSA.public_jwk(), algorithm="RS256")
@@ -381,6 +412,10 @@ class CountingKeys(StaticKeys):
         pytest.param(lambda: token(headers={"crit": ["exp"]}), id="crit header"),
         pytest.param(lambda: token(extra_claims={"exp": "later"}), id="exp as a string"),
         pytest.param(lambda: token(headers={"typ": "JWT"}), id="wrong typ"),
+        pytest.param(
+            lambda: with_unused_bits(token(headers={"typ": "at+jwt"}), 0b1000),
+            id="signature with unused bits set, all else valid",
+        ),
     ],
 )
 async def test_tokens_failing_early_checks_never_reach_the_key_source(make: Case) -> None:
@@ -539,3 +574,108 @@ class TestBase64urlAlphabet:
         """What the translate-based check accepts is what `[A-Za-z0-9_-]*` fully matches: no
         `+`, `/` or `=` (base64, not base64url), nothing outside ASCII."""
         assert is_b64url(text) is bool(self.GRAMMAR.fullmatch(text))
+
+
+class TestCanonicalBase64url:
+    """RFC 4648 §3.5: one spelling per token, so one verdict and one cache entry per token."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        key=st.sampled_from([RSA, EC, ED]),
+        subject=st.text(string.ascii_letters, min_size=1, max_size=3),
+        pad=st.text(string.ascii_letters, max_size=2),
+        part=st.integers(0, 2),
+        data=st.data(),
+    )
+    async def test_unused_bits_set_in_any_part_make_the_token_malformed(
+        self, key: SigningKey, subject: str, pad: str, part: int, data: st.DataObject
+    ) -> None:
+        """Setting any unused bit of the last character of the header, the claims or the
+        signature of a valid, already cached token gets `malformed_token`, and is not cached."""
+        good = token(key, subject=subject, headers={"pad": pad})
+        pieces = good.split(".")
+        for piece in pieces:
+            assert b64(b64url_decode(piece)) == piece  # canonical parts round-trip
+        spare = unused_bits(pieces[part])
+        assume(spare)
+        bits = data.draw(st.integers(1, (1 << spare) - 1), label="bits")
+        altered = with_unused_bits(pieces[part], bits)
+        assert lenient_b64decode(altered) == lenient_b64decode(pieces[part])  # same bytes
+        pieces[part] = altered
+        checker = verifier()
+        await checker.verify(good)
+        assert checker.remembered == 1
+        with pytest.raises(Denied) as caught:
+            await checker.verify(".".join(pieces))
+        assert caught.value.reason is Reason.MALFORMED_TOKEN
+        assert "canonical" in caught.value.detail
+        assert checker.remembered == 1
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.binary(max_size=40))
+    def test_encoded_bytes_are_canonical_and_round_trip(self, raw: bytes) -> None:
+        """What any encoder writes is canonical, and decodes to the bytes it encoded."""
+        text = b64(raw)
+        assert is_canonical_b64url(text)
+        assert b64url_decode(text) == raw
+
+    @settings(max_examples=2000, deadline=None)
+    @given(st.text(B64URL_ALPHABET, max_size=10))
+    def test_canonical_exactly_when_re_encoding_gives_the_text_back(self, text: str) -> None:
+        """With the standard library's lenient decoder as the oracle: a text is canonical
+        exactly when its length is not 4n + 1 and encoding what it decodes to gives it back."""
+        if len(text) % 4 == 1:
+            assert not is_canonical_b64url(text)
+            return
+        assert is_canonical_b64url(text) is (b64(lenient_b64decode(text)) == text)
+
+
+class LapsingKeys:
+    """Keys usable until a moment on `clock`, then refused as the JWKS store refuses keys older
+    than `max_stale`."""
+
+    generation = 0
+
+    def __init__(self, clock: Callable[[], float], until: float) -> None:
+        self._clock = clock
+        self._until = until
+        self._keys = StaticKeys(RSA)
+        self.lookups = 0
+
+    @property
+    def usable_for(self) -> float:
+        return self._until - self._clock()
+
+    async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
+        self.lookups += 1
+        if self.usable_for < 0:
+            raise Denied(Reason.ISSUER_UNAVAILABLE, "stale", retry_after=30, challenge=False)
+        return await self._keys.key_for(kid, alg)
+
+
+async def test_a_cached_verdict_ends_when_its_issuers_keys_stop_being_usable() -> None:
+    """Past max_stale the uncached path answers 503; so does a token verified before, however
+    far its exp, while another issuer's tokens are verified again and cached as before."""
+    now = [time.time()]
+    keys = LapsingKeys(lambda: now[0], until=now[0] + 60)
+    other_keys = CountingKeys(OTHER_KEY)
+    checker = TokenVerifier(
+        [Issuer(ISSUER, audiences=(AUDIENCE,)), Issuer(OTHER, audiences=(AUDIENCE,))],
+        {ISSUER: keys, OTHER: other_keys},
+        clock=lambda: now[0],
+    )
+    made, other = token(), token(OTHER_KEY, issuer=OTHER)
+    for _ in range(2):
+        await checker.verify(made)
+        await checker.verify(other)
+    now[0] += 59
+    await checker.verify(made)
+    assert (keys.lookups, other_keys.lookups) == (1, 1)  # both from the cache so far
+    now[0] += 2
+    with pytest.raises(Denied) as caught:
+        await checker.verify(made)
+    assert (caught.value.reason, caught.value.retry_after) == (Reason.ISSUER_UNAVAILABLE, 30)
+    assert keys.lookups == 2
+    for _ in range(2):
+        await checker.verify(other)
+    assert other_keys.lookups == 2  # verified again once, then from the cache

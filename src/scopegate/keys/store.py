@@ -102,6 +102,13 @@ class JwksStore:
         return self._generation
 
     @property
+    def usable_for(self) -> float:
+        """Seconds the current keys may still verify tokens: `max_stale` after their last good
+        fetch, however the fetches since went (negative once past, -inf before any). It moves
+        forward only with `generation`, so whoever caches a verdict can keep its deadline."""
+        return self.policy.max_stale - self._age()
+
+    @property
     def lifetime(self) -> float:
         """Seconds the current keys are fresh: the provider's max-age within the policy's bounds."""
         max_age = None if self._keys is None else self._keys.max_age

@@ -7,6 +7,14 @@ generation the cache last saw, so a new one empties the cache at once (entries c
 generation of their own). The cache is bounded (least recently used entries go first), keyed
 by the token and the audience it was checked for.
 
+Nor does an entry outlive the keys that verified it: while the issuer is unreachable, its keys
+stop vouching for tokens `jwks.max_stale` after their last good fetch, and from then on the
+uncached path answers 503 `issuer_unavailable`; a cached verdict must not keep answering 200.
+That moment is fixed for a generation (only a good fetch moves it, and a good fetch starts a new
+generation), so `put` learns it and the cache keeps the earliest over its entries: a hit then
+costs one more comparison of two numbers. Once it passes, the whole cache is emptied, and
+entries whose keys are still usable (another issuer's) are simply verified again, once.
+
 The bound is kept by the standard library's `OrderedDict` (the least recently used entry first,
 `move_to_end` on every hit), as its documentation's own LRU recipe does. cachetools' `LRUCache`
 keeps a dict and an `OrderedDict` side by side: 158 bytes an entry at 100,000 entries against
@@ -23,12 +31,14 @@ Usage::
 
     key = cache_key(token, audience)            # once per request: for the lookup and the store
     principal = cache.get(key, generation=store.generation)   # or None
-    cache.put(key, principal, generation=store.generation)    # until principal.expires_at
+    cache.put(key, principal, generation=store.generation, usable_for=store.usable_for)
+    # until principal.expires_at, and never once the keys are past usable_for
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -51,6 +61,7 @@ class VerifiedTokens:
         self._entries: OrderedDict[bytes, Principal] | None = OrderedDict() if size > 0 else None
         self._size = size
         self._generation: int | None = None  # that of every entry
+        self._usable_until = math.inf  # the earliest moment an entry's keys stop vouching
         self._clock = clock
 
     @property
@@ -62,31 +73,48 @@ class VerifiedTokens:
         if self._entries is None:
             return None
         if generation != self._generation:
-            self._entries.clear()  # every entry was verified under keys since replaced
+            self._forget()  # every entry was verified under keys since replaced
             self._generation = generation
             return None
         principal = self._entries.get(key)
         if principal is None:
             return None
-        if principal.expires_at is None or principal.expires_at <= self._clock():
+        now = self._clock()
+        if now >= self._usable_until:
+            self._forget()  # some entry's keys no longer vouch for it
+            return None
+        if principal.expires_at is None or principal.expires_at <= now:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
         return principal
 
-    def put(self, key: bytes, principal: Principal, *, generation: int) -> None:
+    def put(self, key: bytes, principal: Principal, *, generation: int, usable_for: float) -> None:
         """Remember `principal` under `key` until its `expires_at`; `generation` is the key set's
-        when verification began (a key set that moved since makes the verdict stale)."""
+        when verification began (a key set that moved since makes the verdict stale), and
+        `usable_for` the seconds that key set may still verify tokens (not a moment longer will
+        the verdict be returned)."""
         if self._entries is None or principal.expires_at is None:
             return  # a token without exp is checked every time
         if generation != self._generation:
             if self._generation is not None:
                 return
             self._generation = generation
+        now = self._clock()
+        if now >= self._usable_until:
+            self._forget()
+        if usable_for <= 0:
+            return  # the keys lapsed while the token was being verified
+        self._usable_until = min(self._usable_until, now + usable_for)
         self._entries[key] = principal
         self._entries.move_to_end(key)  # a token verified again is the most recently used
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)
+
+    def _forget(self) -> None:
+        if self._entries is not None:
+            self._entries.clear()
+        self._usable_until = math.inf
 
     def __len__(self) -> int:
         return 0 if self._entries is None else len(self._entries)

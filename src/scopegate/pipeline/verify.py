@@ -2,8 +2,8 @@
 
 The checks, in order (when several fail, the first one names the denial):
 
-1. syntax — a compact JWS of three base64url parts whose header and claims are UTF-8 JSON
-   objects without duplicate member names                               → `malformed_token`
+1. syntax — a compact JWS of three canonical base64url parts (RFC 4648 §3.5) whose header
+   and claims are UTF-8 JSON objects without duplicate member names     → `malformed_token`
 2. `alg` — never `none`, `HS*` or anything but the asymmetric JWS set   → `disallowed_alg`
 3. `crit` — no extension is understood (RFC 7515 §4.1.11)               → `malformed_token`
 4. `iss` — a string naming a configured issuer; only its keys are used  → `invalid_issuer`
@@ -21,6 +21,12 @@ The checks, in order (when several fail, the first one names the denial):
 The header and claims are parsed once, by our own strict parser; PyJWT's `decode` would parse
 them again and check each base64 character in Python, which was two thirds of a cold token's
 cost.
+
+Every part must be canonical base64url: a text of length 4n + 1 encodes no whole byte, and the
+bits the last character carries beyond the last byte must be zero. Otherwise one signed token
+would have many spellings, each accepted, each its own entry in the verified-token cache. A
+warm token skips parsing altogether, which is sound because the cache is keyed by the exact
+token text: a spelling is remembered only once it has passed these checks itself.
 
 Usage::
 
@@ -58,6 +64,10 @@ DEFAULT_CACHE_SIZE = 10_000
 _MAX_SHARED_VALUES = 10_000
 _Shareable = TypeVar("_Shareable", bound=Hashable)
 _B64URL_ALPHABET = (string.ascii_letters + string.digits + "-_").encode("ascii")
+# By a base64url text's length mod 4, the characters it may end with (RFC 4648 §3.5): none
+# after a lone character, which holds no whole byte; after two or three, those whose last 4 or 2
+# bits, which fall beyond the last byte, are zero. A multiple of four has no such bits.
+_CANONICAL_ENDINGS = ("", "", "AQgw", "AEIMQUYcgkosw048")
 _TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
@@ -65,10 +75,14 @@ class KeySource(Protocol):
     """Where an issuer's verification keys come from (`keys.store.JwksStore` in the gateway).
 
     `generation` changes whenever the key set may have changed; tokens verified under an older
-    generation are verified again."""
+    generation are verified again. `usable_for` is how many more seconds the current key set may
+    verify tokens (`jwks.max_stale`); a cached verdict is never used past it."""
 
     @property
     def generation(self) -> int: ...
+
+    @property
+    def usable_for(self) -> float: ...
 
     async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK: ...
 
@@ -102,6 +116,20 @@ def is_b64url(part: str) -> bool:
     return part.isascii() and not part.encode("ascii").translate(None, _B64URL_ALPHABET)
 
 
+def is_canonical_b64url(part: str) -> bool:
+    """Whether `part`, which `is_b64url` accepted, is the only spelling of the bytes it encodes:
+    its length is not 4n + 1 and its last character sets no bit beyond the last byte."""
+    tail = len(part) % 4
+    return not tail or part[-1] in _CANONICAL_ENDINGS[tail]
+
+
+def _check_b64url(part: str, what: str) -> None:
+    if not is_b64url(part):
+        raise _malformed(f"the {what} is not base64url")
+    if not is_canonical_b64url(part):
+        raise _malformed(f"the {what} is not canonical base64url")
+
+
 def b64url_decode(part: str) -> bytes:
     """Unpadded base64url (RFC 7515 §2) that `is_b64url` has already accepted; raises
     `binascii.Error` for a length no base64 text has (4n + 1)."""
@@ -110,8 +138,7 @@ def b64url_decode(part: str) -> bytes:
 
 
 def _json_object(part: str, what: str) -> dict[str, Any]:
-    if not is_b64url(part):
-        raise _malformed(f"the {what} is not base64url")
+    _check_b64url(part, what)
     try:
         # RFC 8259 §8.1: JSON between systems is UTF-8; `json.loads(bytes)` would also take UTF-16.
         value = _JSON.decode(b64url_decode(part).decode("utf-8"))
@@ -129,8 +156,7 @@ def parse_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise _malformed("encrypted tokens (JWE) are not accepted")
     if len(parts) != 3:
         raise _malformed("not a JWT: expected three dot-separated parts")
-    if not is_b64url(parts[2]):
-        raise _malformed("the signature is not base64url")
+    _check_b64url(parts[2], "signature")
     return _json_object(parts[0], "header"), _json_object(parts[1], "claims")
 
 
@@ -235,7 +261,8 @@ class TokenVerifier:
 
     async def verify(self, token: str, *, audience: str | None = None) -> Principal:
         """The principal a token proves; a token verified before, still unexpired and under the
-        same key sets, is answered from the cache without parsing or verifying it again.
+        same key sets, still usable, is answered from the cache without parsing or verifying it
+        again.
 
         `audience`, when given (a route's own), replaces the issuer's `audiences`."""
         if not self._verified.enabled:
@@ -247,8 +274,14 @@ class TokenVerifier:
         if cached is not None:
             return cached
         principal = await self._verify(token, audience)
-        self._verified.put(key, principal, generation=generation)
+        self._verified.put(
+            key, principal, generation=generation, usable_for=self._usable_for(principal)
+        )
         return principal
+
+    def _usable_for(self, principal: Principal) -> float:
+        """Seconds the keys that verified `principal` may still vouch for it."""
+        return self._plans[principal.issuer].keys.usable_for if principal.issuer else -math.inf
 
     def _generation(self) -> int:
         # The sum of every source's generation moves whenever any of them does, which is all a

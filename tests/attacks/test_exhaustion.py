@@ -168,4 +168,3 @@ async def _read_all_there_is(reader: asyncio.StreamReader) -> int:
             while chunk := await reader.read(1 << 20):
                 total += len(chunk)
     return total
-

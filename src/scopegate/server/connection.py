@@ -45,7 +45,13 @@ from scopegate.metrics import UNMATCHED, Metrics
 from scopegate.pipeline.framing import head_too_large
 from scopegate.problems import internal_error, plain_problem, problem_answer, request_id
 from scopegate.reasons import Denied, Reason
-from scopegate.server.head import CLOSE, answer_head, connection_line, framing_for
+from scopegate.server.head import (
+    CLOSE,
+    NO_BODY_STATUSES,
+    answer_head,
+    connection_line,
+    framing_for,
+)
 from scopegate.server.request import BodyStalled, ClientGone, Request
 
 MAX_PIPELINED = 16  # request heads parsed ahead of the one being answered
@@ -189,12 +195,24 @@ class HttpConnection(asyncio.Protocol):
     # Reading
 
     def data_received(self, data: bytes) -> None:
-        if self._phase is Phase.STOPPED or self._phase is Phase.LINGERING:
+        phase = self._phase
+        if phase is Phase.STOPPED or phase is Phase.LINGERING:
             return
         if self._held:
             self._held += data  # a read that was under way when reading paused
             return
-        self._feed(data)
+        parser = self._parser
+        if len(data) > SLICE or phase is not Phase.IDLE or self._queue or parser is None:
+            self._feed(data)
+            return
+        # The common case, parsed in line: one small read starting a request, nothing waiting.
+        try:
+            parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
+            self._parser_stopped(error)
+            return
+        if self._phase is Phase.AFTER_CHUNK_LINE and self._deadline is None:
+            self._set_deadline(self._settings.header_timeout, self._trailer_too_slow)
 
     def _feed(self, data: bytes) -> None:
         """Parse `data` a slice at a time, holding what is left once the queue is full."""
@@ -205,23 +223,34 @@ class HttpConnection(asyncio.Protocol):
                 self._pause(_FOR_QUEUE)
                 return
             piece, data = self._next_piece(data)
-            phase = self._phase
-            self._progressed = False
-            try:
-                parser.feed_data(piece)
-            except httptools.HttpParserUpgrade:
-                # Upgrade and CONNECT: scopegate speaks HTTP/1.1 only. The request is answered
-                # as any other (the Upgrade header is never forwarded); nothing after it is read.
-                self._stop_reading()
+            if not self._feed_piece(piece, self._phase):
                 return
-            except httptools.HttpParserError:
-                self._parse_failed(self._refusal or _NOT_HTTP)
-                return
-            if not self._progressed and self._count_framing(phase, len(piece)):
-                return
+
+    def _feed_piece(self, piece: bytes, phase: Phase) -> bool:
+        """Parse one piece read in `phase`; False once the connection stopped reading."""
+        parser = self._parser
+        if parser is None:
+            return False
+        self._progressed = False
+        try:
+            parser.feed_data(piece)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
+            self._parser_stopped(error)
+            return False
+        if not self._progressed and self._count_framing(phase, len(piece)):
+            return False
         if self._phase is Phase.AFTER_CHUNK_LINE and self._deadline is None:
             # The last chunk's trailer section, or a chunk's data, must follow in time.
             self._set_deadline(self._settings.header_timeout, self._trailer_too_slow)
+        return True
+
+    def _parser_stopped(self, error: Exception) -> None:
+        if isinstance(error, httptools.HttpParserUpgrade):
+            # Upgrade and CONNECT: scopegate speaks HTTP/1.1 only. The request is answered
+            # as any other (the Upgrade header is never forwarded); nothing after it is read.
+            self._stop_reading()
+        else:
+            self._parse_failed(self._refusal or _NOT_HTTP)
 
     def _next_piece(self, data: bytes) -> tuple[bytes, bytes]:
         phase = self._phase
@@ -256,19 +285,22 @@ class HttpConnection(asyncio.Protocol):
             self._parse_failed(trailers_too_large(limit))
         return True
 
-    def _enter(self, phase: Phase) -> None:
-        self._phase = phase
-        self._progressed = True
-        self._framing_bytes = 0
+    # The parser's callbacks. Each one that marks progress enters its phase in line (phase,
+    # progress, framing count) rather than through a helper: they run several times a request.
 
     def on_message_begin(self) -> None:
-        self._enter(Phase.HEAD)
+        self._phase = Phase.HEAD
+        self._progressed = True
+        self._framing_bytes = 0
         self._url = b""
         self._headers = []
-        if self._settings.header_timeout > 0:
-            self._set_deadline(self._settings.header_timeout, self._head_too_slow)
-        else:
-            self._cancel_deadline()
+        if self._deadline is not None:
+            self._deadline.cancel()  # the idle deadline
+        self._deadline = (
+            self._loop.call_later(self._settings.header_timeout, self._head_too_slow)
+            if self._settings.header_timeout > 0
+            else None
+        )
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -284,8 +316,12 @@ class HttpConnection(asyncio.Protocol):
             raise _Refused  # stops the parser before the message can complete
 
     def on_headers_complete(self) -> None:
-        self._cancel_deadline()
-        parser = cast(httptools.HttpRequestParser, self._parser)
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        parser = self._parser
+        if parser is None:
+            return
         major, _, minor = parser.get_http_version().partition(".")
         content_length: int | None = None
         chunked = False
@@ -295,7 +331,9 @@ class HttpConnection(asyncio.Protocol):
                 content_length = int(value)  # llhttp allows digits only, and one value
             elif lower == b"transfer-encoding":
                 chunked = True  # llhttp refuses a request whose final coding is not chunked
-        self._enter(Phase.CHUNK_LINE if chunked else Phase.BODY)
+        self._phase = Phase.CHUNK_LINE if chunked else Phase.BODY
+        self._progressed = True
+        self._framing_bytes = 0
         self._body_left = -1 if chunked else content_length or 0
         request = Request(
             self,
@@ -318,24 +356,32 @@ class HttpConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._phase is Phase.AFTER_CHUNK_LINE:
             self._cancel_deadline()
-        self._enter(Phase.BODY)
+        self._phase = Phase.BODY
+        self._progressed = True
+        self._framing_bytes = 0
         if self._body_left > 0:
             self._body_left -= len(body)
         if self._current is not None:
             self._current.body.put(body)
 
     def on_chunk_header(self) -> None:
-        self._enter(Phase.AFTER_CHUNK_LINE)
+        self._phase = Phase.AFTER_CHUNK_LINE
+        self._progressed = True
+        self._framing_bytes = 0
 
     def on_chunk_complete(self) -> None:
         if self._phase is Phase.AFTER_CHUNK_LINE:
             self._cancel_deadline()
-        self._enter(Phase.CHUNK_LINE)
+        self._phase = Phase.CHUNK_LINE
+        self._progressed = True
+        self._framing_bytes = 0
 
     def on_message_complete(self) -> None:
         if self._phase is Phase.AFTER_CHUNK_LINE:
             self._cancel_deadline()
-        self._enter(Phase.IDLE)
+        self._phase = Phase.IDLE
+        self._progressed = True
+        self._framing_bytes = 0
         self._body_left = 0
         self._trailer_bytes = 0
         if self._current is not None:
@@ -398,7 +444,7 @@ class HttpConnection(asyncio.Protocol):
                     self._queue.clear()
                     self._end_after(request)
                     return
-                if len(self._queue) <= MAX_PIPELINED // 2:
+                if self._held and len(self._queue) <= MAX_PIPELINED // 2:
                     self._take_held()
                 if self._queue:
                     # Answers written but not taken: wait before answering more. And give the
@@ -440,7 +486,8 @@ class HttpConnection(asyncio.Protocol):
             self._close_after_answer = True
             return
         finally:
-            request.release()
+            if request.body.failure is not None:
+                request.release()
         if not request.started:
             self.abort()  # a handler that answered nothing: the client must not wait forever
             self._close_after_answer = True
@@ -459,10 +506,13 @@ class HttpConnection(asyncio.Protocol):
 
     def send_answer(self, request: Request, answer: Answer) -> None:
         close = self._must_close(request, answer.close)
-        framing = framing_for(answer.status, request.method, len(answer.body), request.version)
-        parts = answer_head(answer.status, answer.reason, answer.headers, framing.line,
+        status = answer.status
+        # A complete answer's framing is its length, unless its status allows no body at all.
+        has_body = status >= 200 and status not in NO_BODY_STATUSES
+        framing = b"Content-Length: %d\r\n" % len(answer.body) if has_body else b""
+        parts = answer_head(status, answer.reason, answer.headers, framing,
                             connection_line(request.version, close))  # fmt: skip
-        if not framing.bodyless:
+        if has_body and request.method != "HEAD":
             parts.append(answer.body)
         self.write(b"".join(parts))
 
@@ -596,7 +646,9 @@ class HttpConnection(asyncio.Protocol):
 
     def _arm_idle_timer(self) -> None:
         if self._settings.idle_timeout > 0:
-            self._set_deadline(self._settings.idle_timeout, self._idle_too_long)
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = self._loop.call_later(self._settings.idle_timeout, self._idle_too_long)
 
     def _set_deadline(self, seconds: float, callback: Callable[[], None]) -> None:
         self._cancel_deadline()

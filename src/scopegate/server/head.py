@@ -14,7 +14,7 @@ from email.utils import formatdate
 
 from scopegate.answer import Headers, reason_phrase
 
-_NO_BODY_STATUSES = frozenset({204, 304})
+NO_BODY_STATUSES = frozenset({204, 304})
 CLOSE = b"Connection: close\r\n\r\n"
 KEEP_ALIVE_1_0 = b"Connection: keep-alive\r\n\r\n"
 END = b"\r\n"
@@ -55,7 +55,7 @@ class Framing:
 
 
 def status_has_body(status: int) -> bool:
-    return status >= 200 and status not in _NO_BODY_STATUSES
+    return status >= 200 and status not in NO_BODY_STATUSES
 
 
 def framing_for(status: int, method: str, length: int | None, version: tuple[int, int]) -> Framing:

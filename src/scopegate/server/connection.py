@@ -29,12 +29,11 @@ and is cut off when nothing it was sent moves for `idle_timeout`.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Final, cast
 
 import httptools
 
@@ -72,16 +71,19 @@ class Settings:
     max_connections: int
 
 
-class Phase(enum.Enum):
-    """What the bytes arriving on the connection are."""
+class Phase:
+    """What the bytes arriving on the connection are. Plain constants rather than an Enum: an
+    Enum member costs several times a class attribute to look up, and these are read several
+    times a request."""
 
-    IDLE = "idle"  # nothing yet of the next request
-    HEAD = "head"  # a request line and header section
-    BODY = "body"  # body bytes: of a Content-Length body, or of a chunk
-    CHUNK_LINE = "chunk line"  # a chunk-size line, extensions included
-    AFTER_CHUNK_LINE = "after chunk line"  # the chunk's data, or the trailer section after the last
-    STOPPED = "stopped"  # nothing more is parsed: after an upgrade or a framing error
-    LINGERING = "lingering"  # answered and closing: what still arrives is read and dropped
+    IDLE: Final = "idle"  # nothing yet of the next request
+    HEAD: Final = "head"  # a request line and header section
+    BODY: Final = "body"  # body bytes: of a Content-Length body, or of a chunk
+    CHUNK_LINE: Final = "chunk line"  # a chunk-size line, extensions included
+    # The chunk's data; or, after the last chunk, the trailer section.
+    AFTER_CHUNK_LINE: Final = "after chunk line"
+    STOPPED: Final = "stopped"  # nothing more is parsed: after an upgrade or a framing error
+    LINGERING: Final = "lingering"  # answered and closing: what still arrives is read and dropped
 
 
 # Why reading is paused; reading goes on only when no reason is left.
@@ -106,7 +108,7 @@ class HttpConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._remote: str | None = None
-        self._phase = Phase.IDLE
+        self._phase: str = Phase.IDLE
         self._deadline: asyncio.TimerHandle | None = None  # of the phase, or of idleness
         # Framing bytes (head, chunk line, trailer) fed since the parser last made progress.
         self._framing_bytes = 0
@@ -226,7 +228,7 @@ class HttpConnection(asyncio.Protocol):
             if not self._feed_piece(piece, self._phase):
                 return
 
-    def _feed_piece(self, piece: bytes, phase: Phase) -> bool:
+    def _feed_piece(self, piece: bytes, phase: str) -> bool:
         """Parse one piece read in `phase`; False once the connection stopped reading."""
         parser = self._parser
         if parser is None:
@@ -269,7 +271,7 @@ class HttpConnection(asyncio.Protocol):
             return data, b""
         return data[:size], data[size:]
 
-    def _count_framing(self, phase: Phase, size: int) -> bool:
+    def _count_framing(self, phase: str, size: int) -> bool:
         """Count bytes that made no progress against the phase's limit; True when refused."""
         if phase is Phase.IDLE or phase is Phase.BODY:
             return False

@@ -356,25 +356,23 @@ class HttpConnection(asyncio.Protocol):
             self._task = self._loop.create_task(self._answer_all())
 
     def on_body(self, body: bytes) -> None:
-        if self._phase is Phase.AFTER_CHUNK_LINE:
-            self._cancel_deadline()
-        self._phase = Phase.BODY
-        self._progressed = True
-        self._framing_bytes = 0
+        self._enter_body_phase(Phase.BODY)
         if self._body_left > 0:
             self._body_left -= len(body)
         if self._current is not None:
             self._current.body.put(body)
 
     def on_chunk_header(self) -> None:
-        self._phase = Phase.AFTER_CHUNK_LINE
-        self._progressed = True
-        self._framing_bytes = 0
+        self._enter_body_phase(Phase.AFTER_CHUNK_LINE)
 
     def on_chunk_complete(self) -> None:
+        self._enter_body_phase(Phase.CHUNK_LINE)
+
+    def _enter_body_phase(self, phase: str) -> None:
+        """Progress within a body: the deadline for a chunk's data or trailer is met."""
         if self._phase is Phase.AFTER_CHUNK_LINE:
             self._cancel_deadline()
-        self._phase = Phase.CHUNK_LINE
+        self._phase = phase
         self._progressed = True
         self._framing_bytes = 0
 

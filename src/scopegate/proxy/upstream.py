@@ -23,6 +23,7 @@ from scopegate.config.model import Upstream
 from scopegate.proxy.headers import response_headers
 from scopegate.proxy.http1 import AnswerHead, UpstreamClosed, UpstreamConnection, UpstreamTimeout
 from scopegate.proxy.pool import ConnectFailed, UpstreamPool
+from scopegate.server.head import BODYLESS_STATUSES
 from scopegate.server.request import ClientGone, Request
 
 FailureKind = Literal["connect", "timeout", "reset"]
@@ -32,7 +33,7 @@ SMALL_BODY = 65536  # answers up to this size (with Content-Length) are sent in 
 
 
 def _has_body(request: Request, status: int) -> bool:
-    return request.method != "HEAD" and status >= 200 and status not in (204, 304)
+    return request.method != "HEAD" and status not in BODYLESS_STATUSES
 
 
 class BodyTooLarge(Exception):

@@ -45,8 +45,8 @@ from scopegate.pipeline.framing import head_too_large
 from scopegate.problems import internal_error, plain_problem, problem_answer, request_id
 from scopegate.reasons import Denied, Reason
 from scopegate.server.head import (
+    BODYLESS_STATUSES,
     CLOSE,
-    NO_BODY_STATUSES,
     answer_head,
     connection_line,
     framing_for,
@@ -212,9 +212,6 @@ class HttpConnection(asyncio.Protocol):
             parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
             self._parser_stopped(error)
-            return
-        if self._phase is Phase.AFTER_CHUNK_LINE and self._deadline is None:
-            self._set_deadline(self._settings.header_timeout, self._trailer_too_slow)
 
     def _feed(self, data: bytes) -> None:
         """Parse `data` a slice at a time, holding what is left once the queue is full."""
@@ -239,12 +236,7 @@ class HttpConnection(asyncio.Protocol):
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
             self._parser_stopped(error)
             return False
-        if not self._progressed and self._count_framing(phase, len(piece)):
-            return False
-        if self._phase is Phase.AFTER_CHUNK_LINE and self._deadline is None:
-            # The last chunk's trailer section, or a chunk's data, must follow in time.
-            self._set_deadline(self._settings.header_timeout, self._trailer_too_slow)
-        return True
+        return self._progressed or not self._count_framing(phase, len(piece))
 
     def _parser_stopped(self, error: Exception) -> None:
         if isinstance(error, httptools.HttpParserUpgrade):
@@ -364,6 +356,9 @@ class HttpConnection(asyncio.Protocol):
 
     def on_chunk_header(self) -> None:
         self._enter_body_phase(Phase.AFTER_CHUNK_LINE)
+        # The chunk's data, or after the last chunk its trailer section, must follow in time.
+        if self._settings.header_timeout > 0:
+            self._set_deadline(self._settings.header_timeout, self._trailer_too_slow)
 
     def on_chunk_complete(self) -> None:
         self._enter_body_phase(Phase.CHUNK_LINE)
@@ -508,7 +503,7 @@ class HttpConnection(asyncio.Protocol):
         close = self._must_close(request, answer.close)
         status = answer.status
         # A complete answer's framing is its length, unless its status allows no body at all.
-        has_body = status >= 200 and status not in NO_BODY_STATUSES
+        has_body = status not in BODYLESS_STATUSES
         framing = b"Content-Length: %d\r\n" % len(answer.body) if has_body else b""
         parts = answer_head(status, answer.reason, answer.headers, framing,
                             connection_line(request.version, close))  # fmt: skip
@@ -578,7 +573,7 @@ class HttpConnection(asyncio.Protocol):
             self._close_after_answer = True  # answer what came before, then close
             return
         self._settings.metrics.denied(UNMATCHED, denied.reason)
-        self._settings.metrics.answered(UNMATCHED, "OTHER", denied.reason.status, 0.0)
+        self._settings.metrics.answered(UNMATCHED, "OTHER", denied.status, 0.0)
         self._send_bare(problem_answer(denied, request_id(None)))
 
     def _head_too_slow(self) -> None:

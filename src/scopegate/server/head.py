@@ -14,7 +14,9 @@ from email.utils import formatdate
 
 from scopegate.answer import Headers, reason_phrase
 
-NO_BODY_STATUSES = frozenset({204, 304})
+# Answers with these statuses never carry a body (RFC 9110 §6.4.1): interim ones, 204 and 304.
+# The one statement of the rule, read by every writer of an answer's framing.
+BODYLESS_STATUSES = frozenset(range(200)) | {204, 304}
 CLOSE = b"Connection: close\r\n\r\n"
 KEEP_ALIVE_1_0 = b"Connection: keep-alive\r\n\r\n"
 END = b"\r\n"
@@ -54,13 +56,9 @@ class Framing:
     ends_with_close: bool = False
 
 
-def status_has_body(status: int) -> bool:
-    return status >= 200 and status not in NO_BODY_STATUSES
-
-
 def framing_for(status: int, method: str, length: int | None, version: tuple[int, int]) -> Framing:
     """The framing of an answer of `length` body bytes (None: not known in advance)."""
-    if not status_has_body(status):
+    if status in BODYLESS_STATUSES:
         return Framing(bodyless=True)
     if length is not None:
         return Framing(b"Content-Length: %d\r\n" % length, bodyless=method == "HEAD")

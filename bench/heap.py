@@ -22,10 +22,10 @@ from pathlib import Path
 import jwt
 import peers
 
+from scopegate.commands.loading import load_compact
 from scopegate.config.model import Forwarding, Issuer
 from scopegate.devtools.keys import generate
 from scopegate.devtools.tokens import mint
-from scopegate.loading import load_compact
 from scopegate.pipeline.routing import compile_routes
 from scopegate.pipeline.verify import TokenVerifier
 from scopegate.proxy.headers import HeaderPolicy

@@ -128,7 +128,7 @@ def _count(tmp: Path, case: Case, issuer: str, upstream_port: int, tokens: list[
     # Workers are counted too (`%p`: a file per process); the configuration's loading child runs
     # natively.
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.out.%p",
-                "--trace-children=yes", "--trace-children-skip-by-arg=scopegate.loading"]  # fmt: skip
+                "--trace-children=yes", "--trace-children-skip-by-arg=scopegate.commands.loading"]  # fmt: skip
     with started([*valgrind, *command], None, cwd=ROOT, grace=300) as server:
         wait_port(port, seconds=600)
         _wait_ready(config)

@@ -22,17 +22,17 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from scopegate import logs
-from scopegate.admin import admin_app
 from scopegate.config.model import Config
 from scopegate.gateway import Gateway
 from scopegate.keys.fetch import new_session
-from scopegate.metrics import FLUSH_SECONDS, Metrics
 from scopegate.pipeline.routing import compile_routes
 from scopegate.proxy.pool import UpstreamPool
 from scopegate.runtime import Runtime
 from scopegate.server.connection import Settings
 from scopegate.server.listener import Listener
+from scopegate.telemetry import logs
+from scopegate.telemetry.admin import admin_app
+from scopegate.telemetry.metrics import FLUSH_SECONDS, Metrics
 
 SHUTDOWN_GRACE = 30.0
 

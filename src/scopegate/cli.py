@@ -108,10 +108,10 @@ def _serve(path: Path, workers: int, worker_fd: int | None, worker_state: Path |
         print("scopegate serve: --workers must be at least 1", file=sys.stderr)
         return 2
     if workers > 1:
-        from scopegate.workers import supervise
+        from scopegate.commands.supervisor import supervise
 
         return supervise(path, workers)
-    from scopegate.serve import run
+    from scopegate.commands.serve import run
 
     return run(path, worker_fd=worker_fd, worker_state=worker_state)
 
@@ -119,8 +119,8 @@ def _serve(path: Path, workers: int, worker_fd: int | None, worker_state: Path |
 def _demo(port: int, admin_port: int) -> int:
     import asyncio
 
+    from scopegate.commands.serve import install_event_loop_policy
     from scopegate.devtools.demo import run_demo
-    from scopegate.serve import install_event_loop_policy
 
     install_event_loop_policy()
     try:
@@ -137,11 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(path, args.workers, args.worker_fd, args.worker_state)
     if args.command == "check":
-        from scopegate.explain import run_check
+        from scopegate.commands.explain import run_check
 
         return run_check(path, sys.stdout, sys.stderr)
     if args.command == "explain":
-        from scopegate.explain import run_explain
+        from scopegate.commands.explain import run_explain
 
         return run_explain(
             path, args.method, args.path, args.token, args.scopes, sys.stdout, sys.stderr

@@ -13,19 +13,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from scopegate import logs
-from scopegate.metrics import UNMATCHED, Metrics
 from scopegate.pipeline import ANONYMOUS, Principal, RouteMatch
 from scopegate.pipeline.bearer import extract_bearer
-from scopegate.pipeline.framing import check_framing
 from scopegate.pipeline.scopes import require
 from scopegate.pipeline.target import parse_target
-from scopegate.problems import REQUEST_ID_HEADER, plain_problem, problem_answer, request_id
 from scopegate.proxy import upstream
 from scopegate.proxy.pool import UpstreamPool
 from scopegate.reasons import Denied, Reason
 from scopegate.runtime import Runtime
 from scopegate.server.request import BodyStalled, Request
+from scopegate.telemetry import logs
+from scopegate.telemetry.metrics import UNMATCHED, Metrics
+from scopegate.wire.framing import check_framing
+from scopegate.wire.problems import REQUEST_ID_HEADER, plain_problem, problem_answer, request_id
 
 
 @dataclass

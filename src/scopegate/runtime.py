@@ -20,11 +20,11 @@ import aiohttp
 from scopegate.config.errors import ConfigError, ConfigErrors
 from scopegate.config.model import Config, Forwarding, Issuer, JwksPolicy
 from scopegate.keys.store import JwksStore, same_key_source
-from scopegate.metrics import Metrics
 from scopegate.pipeline import DESCRIBING_CLAIMS
 from scopegate.pipeline.routing import CompiledRoutes, RouteTable, compile_routes
 from scopegate.pipeline.verify import TokenVerifier
 from scopegate.proxy.headers import HeaderPolicy
+from scopegate.telemetry.metrics import Metrics
 
 
 def route_errors(config: Config) -> list[ConfigError]:

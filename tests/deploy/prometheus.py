@@ -1,7 +1,7 @@
 """A real Prometheus on loopback, scraping scopegate's own metrics, to evaluate the PromQL that
 deploy/ ships: the dashboard's queries and the alerting and recording rules.
 
-The scrape target serves a `scopegate.metrics.Metrics` registry on which one of each event the
+The scrape target serves a `scopegate.telemetry.metrics.Metrics` registry on which one of each event the
 dashboard and the alerts look at was recorded, so every series exists with the labels scopegate
 gives it. An expression Prometheus cannot parse or evaluate is a `QueryError` with Prometheus's
 message; one that names a metric or a label scopegate does not export evaluates to nothing.
@@ -33,8 +33,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import MetricsHandler
 
-from scopegate.metrics import Metrics
 from scopegate.reasons import Reason
+from scopegate.telemetry.metrics import Metrics
 
 JOB = "scopegate"
 ROUTE = "list-contacts"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scopegate import loading
+from scopegate.commands import loading
 from scopegate.config.errors import ConfigErrors
 
 GOOD = """
@@ -75,7 +75,7 @@ def test_without_a_working_child_the_server_loads_it_itself(
 def test_a_server_process_never_imports_the_parser_or_its_libraries() -> None:
     """What parses the file lives in the child: the serving process stays without it."""
     probe = (
-        "import sys, scopegate.serve, scopegate.workers\n"
+        "import sys, scopegate.commands.serve, scopegate.commands.supervisor\n"
         "print(sorted(m for m in ('yaml', 'jsonschema', 'scopegate.config.load') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scopegate.pipeline.framing import check_framing, valid_host
 from scopegate.reasons import Denied, Reason
+from scopegate.wire.framing import check_framing, valid_host
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from scopegate.inbox import Inbox
+from scopegate.wire.inbox import Inbox
 
 
 class Stalled(Exception):

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from scopegate import logs
+from scopegate.telemetry import logs
 
 
 class Stdout:

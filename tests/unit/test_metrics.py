@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from scopegate.metrics import LATENCY_BUCKETS, Metrics
 from scopegate.reasons import Reason
+from scopegate.telemetry.metrics import LATENCY_BUCKETS, Metrics
 
 Sample = tuple[str, tuple[tuple[str, str], ...], float]
 

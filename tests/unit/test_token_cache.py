@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scopegate.keys.token_cache import VerifiedTokens, cache_key
 from scopegate.pipeline import Principal
-from scopegate.pipeline.token_cache import VerifiedTokens, cache_key
 
 
 class Clock:
@@ -29,7 +29,7 @@ def principal(exp: float | None = 1100) -> Principal:
 
 def test_a_verified_token_is_remembered_until_its_exp() -> None:
     clock = Clock()
-    cache = VerifiedTokens(10, clock=clock)
+    cache = VerifiedTokens[Principal](10, clock=clock)
     cache.put(cache_key("t", None), principal(), generation=1, usable_for=KEYS_USABLE)
     assert cache.get(cache_key("t", None), generation=1) == principal()
     clock.now = 1100
@@ -38,27 +38,27 @@ def test_a_verified_token_is_remembered_until_its_exp() -> None:
 
 
 def test_a_new_key_set_generation_forgets_every_verdict() -> None:
-    cache = VerifiedTokens(10, clock=Clock())
+    cache = VerifiedTokens[Principal](10, clock=Clock())
     cache.put(cache_key("t", None), principal(), generation=1, usable_for=KEYS_USABLE)
     assert cache.get(cache_key("t", None), generation=2) is None
     assert cache.get(cache_key("t", None), generation=1) is None  # the stale entry was dropped
 
 
 def test_the_audience_is_part_of_the_key() -> None:
-    cache = VerifiedTokens(10, clock=Clock())
+    cache = VerifiedTokens[Principal](10, clock=Clock())
     cache.put(cache_key("t", "https://a"), principal(), generation=1, usable_for=KEYS_USABLE)
     assert cache.get(cache_key("t", "https://b"), generation=1) is None
     assert cache.get(cache_key("t", None), generation=1) is None
 
 
 def test_tokens_without_exp_are_never_cached() -> None:
-    cache = VerifiedTokens(10, clock=Clock())
+    cache = VerifiedTokens[Principal](10, clock=Clock())
     cache.put(cache_key("t", None), principal(None), generation=1, usable_for=KEYS_USABLE)
     assert len(cache) == 0
 
 
 def test_the_cache_is_bounded_least_recently_used_first() -> None:
-    cache = VerifiedTokens(3, clock=Clock())
+    cache = VerifiedTokens[Principal](3, clock=Clock())
     for token in "abc":
         cache.put(cache_key(token, None), principal(), generation=1, usable_for=KEYS_USABLE)
     assert cache.get(cache_key("a", None), generation=1) is not None  # "b" is now the least recent
@@ -69,7 +69,7 @@ def test_the_cache_is_bounded_least_recently_used_first() -> None:
 
 
 def test_size_zero_disables_the_cache() -> None:
-    cache = VerifiedTokens(0, clock=Clock())
+    cache = VerifiedTokens[Principal](0, clock=Clock())
     assert not cache.enabled and VerifiedTokens(1).enabled
     cache.put(cache_key("t", None), principal(), generation=1, usable_for=KEYS_USABLE)
     assert cache.get(cache_key("t", None), generation=1) is None
@@ -80,7 +80,7 @@ def test_the_cache_keeps_no_token_text() -> None:
     import gc
 
     token = ".".join(["eyJhbGciOiJSUzI1NiJ9", "x" * 300, str(id(Clock))])  # built, not a constant
-    cache = VerifiedTokens(10, clock=Clock())
+    cache = VerifiedTokens[Principal](10, clock=Clock())
     cache.put(cache_key(token, None), principal(), generation=1, usable_for=KEYS_USABLE)
     assert not any(
         isinstance(holder, tuple) and token in holder for holder in gc.get_referrers(token)
@@ -91,7 +91,7 @@ def test_the_cache_keeps_no_token_text() -> None:
 
 def test_no_token_and_audience_pair_passes_for_another() -> None:
     """The audience is hashed after the token: "ab" for no audience is not "a" for "b"."""
-    cache = VerifiedTokens(10, clock=Clock())
+    cache = VerifiedTokens[Principal](10, clock=Clock())
     cache.put(cache_key("ab", None), principal(), generation=1, usable_for=KEYS_USABLE)
     cache.put(cache_key("x", "yz"), principal(), generation=1, usable_for=KEYS_USABLE)
     assert cache.get(cache_key("a", "b"), generation=1) is None
@@ -102,7 +102,7 @@ def test_no_token_and_audience_pair_passes_for_another() -> None:
 
 def test_a_verdict_reached_under_a_replaced_key_set_is_not_remembered() -> None:
     """Keys that changed while a token was being verified make its verdict stale."""
-    cache = VerifiedTokens(10, clock=Clock())
+    cache = VerifiedTokens[Principal](10, clock=Clock())
     cache.put(cache_key("a", None), principal(), generation=1, usable_for=KEYS_USABLE)
     cache.put(cache_key("b", None), principal(), generation=1, usable_for=KEYS_USABLE)
     assert cache.get(cache_key("a", None), generation=2) is None
@@ -121,7 +121,7 @@ def test_a_verdict_reached_under_a_replaced_key_set_is_not_remembered() -> None:
 )
 def test_eviction_follows_a_model_lru(size: int, steps: list[tuple[str, str]]) -> None:
     """Against a list kept in order of use: the same hits, and the same tokens kept."""
-    cache = VerifiedTokens(size, clock=Clock())
+    cache = VerifiedTokens[Principal](size, clock=Clock())
     used: list[str] = []  # least recently used first
     for action, token in steps:
         key = cache_key(token, None)
@@ -143,7 +143,7 @@ def test_a_verdict_is_never_returned_once_its_keys_stop_being_usable() -> None:
     """An issuer unreachable for longer than max_stale gets 503 on the uncached path: its cached
     verdicts go at the same moment, however far their tokens' exp is."""
     clock = Clock()
-    cache = VerifiedTokens(10, clock=clock)
+    cache = VerifiedTokens[Principal](10, clock=clock)
     cache.put(cache_key("t", None), principal(exp=5000), generation=1, usable_for=50)
     clock.now = 1049.9
     assert cache.get(cache_key("t", None), generation=1) == principal(exp=5000)
@@ -153,7 +153,7 @@ def test_a_verdict_is_never_returned_once_its_keys_stop_being_usable() -> None:
 
 
 def test_a_verdict_whose_keys_lapsed_during_verification_is_not_remembered() -> None:
-    cache = VerifiedTokens(10, clock=Clock())
+    cache = VerifiedTokens[Principal](10, clock=Clock())
     for lapsed in (0.0, -1.0, -math.inf):
         cache.put(cache_key("t", None), principal(), generation=1, usable_for=lapsed)
     assert len(cache) == 0
@@ -163,7 +163,7 @@ def test_verdicts_of_issuers_with_usable_keys_come_back_after_another_issuer_lap
     """One issuer's lapse empties the cache once; the others' tokens are verified again and
     cached as before, while the lapsed issuer can add nothing."""
     clock = Clock()
-    cache = VerifiedTokens(10, clock=clock)
+    cache = VerifiedTokens[Principal](10, clock=clock)
     cache.put(cache_key("down", None), principal(), generation=1, usable_for=10)
     cache.put(cache_key("up", None), principal(), generation=1, usable_for=KEYS_USABLE)
     clock.now += 10
@@ -177,7 +177,7 @@ def test_verdicts_of_issuers_with_usable_keys_come_back_after_another_issuer_lap
 def test_a_new_key_set_brings_its_own_deadline() -> None:
     """A good fetch starts a generation whose keys are usable anew: the old deadline is gone."""
     clock = Clock()
-    cache = VerifiedTokens(10, clock=clock)
+    cache = VerifiedTokens[Principal](10, clock=clock)
     cache.put(cache_key("t", None), principal(), generation=1, usable_for=10)
     assert cache.get(cache_key("t", None), generation=2) is None
     cache.put(cache_key("t", None), principal(), generation=2, usable_for=60)
@@ -203,7 +203,7 @@ def test_no_hit_outlives_the_keys_or_the_exp_it_was_stored_with(
     """Whatever the order of verdicts, waits and lookups, a hit is always for an entry stored
     less than `usable_for` ago and before its token's exp; a hit only ever follows a put."""
     clock = Clock()
-    cache = VerifiedTokens(3, clock=clock)
+    cache = VerifiedTokens[Principal](3, clock=clock)
     stored: dict[str, float] = {}  # token -> the moment its keys stop vouching for it
     for step in steps:
         if step[0] == "wait":

@@ -1,7 +1,7 @@
 """Reading a configuration file's bytes: all of loading that a serving process needs itself.
 
 Parsing and checking (YAML, the JSON schema, building the model) happen in a child process
-(`scopegate.loading`), so a server never imports the YAML and schema libraries at all.
+(`scopegate.commands.loading`), so a server never imports the YAML and schema libraries at all.
 """
 
 from __future__ import annotations

@@ -49,9 +49,9 @@ from typing import Any, Protocol, TypeVar
 import jwt
 
 from scopegate.config.model import UNKNOWN_SOURCE, Issuer
+from scopegate.keys.token_cache import VerifiedTokens, cache_key
 from scopegate.pipeline import KeptClaims, Principal
 from scopegate.pipeline.scopes import granted_scopes
-from scopegate.pipeline.token_cache import VerifiedTokens, cache_key
 from scopegate.reasons import Denied, Reason
 
 # What the gateway can ever verify: asymmetric signatures only. A shared-secret HMAC would let
@@ -231,7 +231,7 @@ class TokenVerifier:
         self._kept = None if kept_claims is None else frozenset(map(sys.intern, kept_claims))
         self._kept_order = () if self._kept is None else tuple(sorted(self._kept))
         self._cache_size = cache_size
-        self._verified: VerifiedTokens = (
+        self._verified: VerifiedTokens[Principal] = (
             carry_over._verified
             if carry_over is not None and self._verifies_like(carry_over)
             else VerifiedTokens(cache_size, clock=clock)

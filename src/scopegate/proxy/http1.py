@@ -26,7 +26,7 @@ from typing import cast
 
 import httptools
 
-from scopegate.inbox import Inbox, wait_at_most
+from scopegate.wire.inbox import Inbox, wait_at_most
 
 READ_HIGH_WATER = 256 * 1024  # buffered answer bytes before the socket stops being read
 MAX_HEAD_BYTES = 65_536  # an answer's status line and headers (1xx ones included)

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from scopegate.answer import Answer
 from scopegate.config.model import Upstream
 from scopegate.proxy.headers import response_headers
 from scopegate.proxy.http1 import AnswerHead, UpstreamClosed, UpstreamConnection, UpstreamTimeout
 from scopegate.proxy.pool import ConnectFailed, UpstreamPool
-from scopegate.server.head import BODYLESS_STATUSES
 from scopegate.server.request import ClientGone, Request
+from scopegate.wire.answer import Answer
+from scopegate.wire.head import BODYLESS_STATUSES
 
 FailureKind = Literal["connect", "timeout", "reset"]
 

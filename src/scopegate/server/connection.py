@@ -37,21 +37,21 @@ from typing import Final, cast
 
 import httptools
 
-from scopegate import logs
-from scopegate.answer import Answer, Headers, reason_phrase
-from scopegate.inbox import wait_at_most
-from scopegate.metrics import UNMATCHED, Metrics
-from scopegate.pipeline.framing import head_too_large
-from scopegate.problems import internal_error, plain_problem, problem_answer, request_id
 from scopegate.reasons import Denied, Reason
-from scopegate.server.head import (
+from scopegate.server.request import BodyStalled, ClientGone, Request
+from scopegate.telemetry import logs
+from scopegate.telemetry.metrics import UNMATCHED, Metrics
+from scopegate.wire.answer import Answer, Headers, reason_phrase
+from scopegate.wire.framing import head_too_large
+from scopegate.wire.head import (
     BODYLESS_STATUSES,
     CLOSE,
     answer_head,
     connection_line,
     framing_for,
 )
-from scopegate.server.request import BodyStalled, ClientGone, Request
+from scopegate.wire.inbox import wait_at_most
+from scopegate.wire.problems import internal_error, plain_problem, problem_answer, request_id
 
 MAX_PIPELINED = 16  # request heads parsed ahead of the one being answered
 SLICE = 4096  # bytes parsed at a time outside a body: bounds the requests one read can queue

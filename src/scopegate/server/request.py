@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from scopegate.answer import Answer, Headers
-from scopegate.inbox import Inbox
+from scopegate.wire.answer import Answer, Headers
+from scopegate.wire.inbox import Inbox
 
 if TYPE_CHECKING:
     from scopegate.server.connection import HttpConnection

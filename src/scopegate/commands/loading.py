@@ -23,13 +23,13 @@ import sys
 from pathlib import Path
 from typing import cast
 
-from scopegate import logs
 from scopegate.config.errors import ConfigErrors
 from scopegate.config.model import Config
 from scopegate.config.reading import read_config_bytes
 from scopegate.runtime import route_errors
+from scopegate.telemetry import logs
 
-_CHILD = [sys.executable, "-m", "scopegate.loading"]
+_CHILD = [sys.executable, "-m", "scopegate.commands.loading"]
 
 
 def load_complete(path: Path, raw: bytes | None = None) -> Config:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from email.utils import formatdate
 
-from scopegate.answer import Headers, reason_phrase
+from scopegate.wire.answer import Headers, reason_phrase
 
 # Answers with these statuses never carry a body (RFC 9110 §6.4.1): interim ones, 204 and 304.
 # The one statement of the rule, read by every writer of an answer's framing.

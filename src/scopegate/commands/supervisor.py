@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from scopegate.worker_state import forget, workers_not_ready
+from scopegate.commands.readiness import forget, workers_not_ready
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -68,7 +68,7 @@ class Supervisor:
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         from prometheus_client import multiprocess
 
-        from scopegate import logs
+        from scopegate.telemetry import logs
 
         code = await process.wait()
         self.workers.pop(process.pid, None)
@@ -84,8 +84,8 @@ class Supervisor:
                 process.send_signal(signum)
 
     async def run(self) -> int:
-        from scopegate import logs
-        from scopegate.loading import load_complete
+        from scopegate.commands.loading import load_complete
+        from scopegate.telemetry import logs
 
         config = load_complete(self.path)
         self._socket = _listening_socket(config.listen.host, config.listen.port)
@@ -117,9 +117,9 @@ class Supervisor:
         await asyncio.gather(*(p.wait() for p in list(self.workers.values())))
 
     async def _reload(self) -> None:
-        from scopegate import logs
+        from scopegate.commands.loading import load_complete
         from scopegate.config.errors import ConfigErrors
-        from scopegate.loading import load_complete
+        from scopegate.telemetry import logs
 
         try:
             load_complete(self.path)
@@ -137,8 +137,8 @@ class Supervisor:
         from aiohttp import web
         from prometheus_client import CollectorRegistry, multiprocess
 
-        from scopegate.admin import admin_app
-        from scopegate.metrics import Metrics
+        from scopegate.telemetry.admin import admin_app
+        from scopegate.telemetry.metrics import Metrics
 
         own = Metrics(CollectorRegistry())  # written to the shared directory like any worker's
         self.reloads = own.config_reloads
@@ -155,9 +155,9 @@ def supervise(path: Path, count: int) -> int:
     """Run `count` workers under a supervisor until SIGTERM; the exit code of `serve`."""
     state_dir = Path(tempfile.mkdtemp(prefix="scopegate-"))
     os.environ[MULTIPROC_ENV] = str(state_dir)
-    from scopegate import logs
+    from scopegate.commands.serve import install_event_loop_policy
     from scopegate.config.errors import ConfigErrors
-    from scopegate.serve import install_event_loop_policy
+    from scopegate.telemetry import logs
 
     logs.configure()
     install_event_loop_policy()

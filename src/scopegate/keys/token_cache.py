@@ -42,8 +42,17 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
-from scopegate.pipeline import Principal
+
+class Expiring(Protocol):
+    """What the cache needs of a verdict: when the token it was made for expires."""
+
+    @property
+    def expires_at(self) -> float | None: ...
+
+
+V = TypeVar("V", bound=Expiring)
 
 
 def cache_key(token: str, audience: str | None) -> bytes:
@@ -56,9 +65,12 @@ def cache_key(token: str, audience: str | None) -> bytes:
     return digest.digest()[:16]
 
 
-class VerifiedTokens:
+class VerifiedTokens(Generic[V]):
+    """The verdicts (a verified token's principal) by `cache_key`, bounded and least recently used
+    first out."""
+
     def __init__(self, size: int, *, clock: Callable[[], float] = time.time) -> None:
-        self._entries: OrderedDict[bytes, Principal] | None = OrderedDict() if size > 0 else None
+        self._entries: OrderedDict[bytes, V] | None = OrderedDict() if size > 0 else None
         self._size = size
         self._generation: int | None = None  # that of every entry
         self._usable_until = math.inf  # the earliest moment an entry's keys stop vouching
@@ -69,7 +81,7 @@ class VerifiedTokens:
         """False for a cache of size 0: nothing is remembered, so no key need be computed."""
         return self._entries is not None
 
-    def get(self, key: bytes, *, generation: int) -> Principal | None:
+    def get(self, key: bytes, *, generation: int) -> V | None:
         if self._entries is None:
             return None
         if generation != self._generation:
@@ -89,7 +101,7 @@ class VerifiedTokens:
         self._entries.move_to_end(key)
         return principal
 
-    def put(self, key: bytes, principal: Principal, *, generation: int, usable_for: float) -> None:
+    def put(self, key: bytes, principal: V, *, generation: int, usable_for: float) -> None:
         """Remember `principal` under `key` until its `expires_at`; `generation` is the key set's
         when verification began (a key set that moved since makes the verdict stale), and
         `usable_for` the seconds that key set may still verify tokens (not a moment longer will

@@ -14,8 +14,8 @@ import json
 import random
 import re
 
-from scopegate.answer import Answer
 from scopegate.reasons import CHALLENGE_REASONS, Denied
+from scopegate.wire.answer import Answer
 
 REALM = "scopegate"
 PROBLEM_TYPE_BASE = "https://scopegate.dev/problems/"

@@ -16,13 +16,14 @@ import signal
 import socket
 from pathlib import Path
 
-from scopegate import __version__, logs
+from scopegate import __version__
 from scopegate.app import SHUTDOWN_GRACE, RunningGateway
+from scopegate.commands.loading import load_compact, load_compact_async
+from scopegate.commands.readiness import report_readiness
 from scopegate.config.errors import ConfigErrors
 from scopegate.config.model import Config
 from scopegate.config.reading import read_config_bytes
-from scopegate.loading import load_compact, load_compact_async
-from scopegate.worker_state import report_readiness
+from scopegate.telemetry import logs
 
 
 def install_event_loop_policy() -> None:

@@ -1,0 +1,1 @@
+"""What operators watch: the metrics, the JSON log lines, and the admin port that serves them."""

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from scopegate.errors import BodyStalled, BodyTooLarge, UpstreamError
 from scopegate.pipeline import ANONYMOUS, Principal, RouteMatch
 from scopegate.pipeline.bearer import extract_bearer
 from scopegate.pipeline.scopes import require
@@ -21,7 +22,7 @@ from scopegate.proxy import upstream
 from scopegate.proxy.pool import UpstreamPool
 from scopegate.reasons import Denied, Reason
 from scopegate.runtime import Runtime
-from scopegate.server.request import BodyStalled, Request
+from scopegate.server.request import Request
 from scopegate.telemetry import logs
 from scopegate.telemetry.metrics import UNMATCHED, Metrics
 from scopegate.wire.framing import check_framing
@@ -72,11 +73,10 @@ class Gateway:
             request.answer(problem_answer(denied, rid, close=_must_close(request, denied)))
         except BodyStalled as stalled:
             outcome.error = "body_timeout"
-            detail = str(stalled) or "the request body stopped arriving"
-            timeout = plain_problem(408, "Request Timeout", detail, "timeout", rid)
+            timeout = plain_problem(408, "Request Timeout", str(stalled), "timeout", rid)
             timeout.close = True
             request.answer(timeout)
-        except upstream.UpstreamFailure as failure:
+        except UpstreamError as failure:
             outcome.error = failure.kind
             self._metrics.upstream_failed(str(outcome.upstream), failure.kind)
             request.answer(
@@ -165,12 +165,8 @@ class Gateway:
                 observe=lambda name, seconds: self._observe_upstream(outcome, name, seconds),
                 observe_failure=self._metrics.upstream_failed,
             )
-        except upstream.BodyTooLarge:
-            raise Denied(
-                Reason.BODY_TOO_LARGE,
-                f"the request body exceeds {body_limit} bytes",
-                challenge=False,
-            ) from None
+        except BodyTooLarge as too_large:
+            raise Denied(Reason.BODY_TOO_LARGE, str(too_large), challenge=False) from None
 
     def _observe_upstream(self, outcome: _Outcome, name: str, seconds: float) -> None:
         outcome.upstream_seconds = seconds

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from scopegate.errors import ScopegateError
+
 
 class Reason(StrEnum):
     """Why a request was refused; the values are the ``reason`` label of the denials metric."""
@@ -108,7 +110,7 @@ _TITLE: dict[Reason, str] = {
 # Not frozen: raising sets __traceback__, and contextlib sets it again on the way out of a
 # context manager, which a frozen dataclass refuses. Nothing changes a Denied once made.
 @dataclass(eq=False)
-class Denied(Exception):
+class Denied(ScopegateError):
     """A request refused for ``reason``; ``detail`` is safe to show the client (never the token).
 
     ``scope`` is the RFC 6750 ``scope`` attribute of a 403, ``allow`` the methods of a 405,

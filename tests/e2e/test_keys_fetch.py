@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from scopegate.devtools.keys import SigningKey, generate
-from scopegate.keys.fetch import FetchedKeySet, KeyFetchError, check_url, fetch_jwks, max_age
+from scopegate.errors import KeyFetchError
+from scopegate.keys.fetch import FetchedKeySet, check_url, fetch_jwks, max_age
 from tests.support.jwks_server import JwksServer
 
 A = generate("RS256", kid="a").public_jwk()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scopegate.config.model import Source
+from scopegate.errors import ScopegateError
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator, ValidationError
@@ -60,7 +61,7 @@ class ConfigError:
         return f"{self.source}: {self.message}"
 
 
-class ConfigErrors(Exception):
+class ConfigErrors(ScopegateError):
     """Every problem found in a file, in file order; nothing of that file is applied."""
 
     errors: list[ConfigError]

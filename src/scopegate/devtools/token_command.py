@@ -16,9 +16,10 @@ import aiohttp
 from scopegate.devtools.issuer import DEV_TOKEN_ENDPOINT
 from scopegate.devtools.keys import load_pem
 from scopegate.devtools.tokens import mint
+from scopegate.errors import ScopegateError
 
 
-class TokenRefused(Exception):
+class TokenRefused(ScopegateError):
     """Why no token was minted, in a sentence for the terminal."""
 
 

@@ -36,6 +36,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import jwt
 
+from scopegate.errors import KeyFetchError
+
 # JWK key type and curve each algorithm needs (RFC 7518 §3, RFC 8037).
 _FITS: dict[str, tuple[str, str | None]] = {
     **dict.fromkeys(("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"), ("RSA", None)),
@@ -50,15 +52,6 @@ _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNOR
 _CHUNK = 65536
 
 KeyId = tuple[str, str]  # (kid, alg)
-
-
-class KeyFetchError(Exception):
-    """A discovery or key set fetch that failed; `reason` says why in a sentence."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"{url}: {reason}")
-        self.url = url
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,8 @@ import aiohttp
 import jwt
 
 from scopegate.config.model import Issuer, JwksPolicy
-from scopegate.keys.fetch import FetchedKeySet, KeyFetchError, discover_jwks_uri, fetch_jwks
+from scopegate.errors import KeyFetchError
+from scopegate.keys.fetch import FetchedKeySet, discover_jwks_uri, fetch_jwks
 from scopegate.reasons import Denied, Reason
 
 LOG = logging.getLogger("scopegate.keys")

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
+from scopegate.errors import ScopegateError
 from scopegate.pipeline.target import normalise_path
 from scopegate.reasons import Denied
 
@@ -58,7 +59,7 @@ def shape(segments: Sequence[Segment]) -> Shape:
     return tuple((segment.kind, segment.literal) for segment in segments)
 
 
-class PatternError(ValueError):
+class PatternError(ScopegateError):
     """A route path that is not a valid pattern; the message says why."""
 
 

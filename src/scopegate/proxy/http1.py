@@ -26,18 +26,11 @@ from typing import cast
 
 import httptools
 
+from scopegate.errors import UpstreamClosed, UpstreamTimeout
 from scopegate.wire.inbox import Inbox, wait_at_most
 
 READ_HIGH_WATER = 256 * 1024  # buffered answer bytes before the socket stops being read
 MAX_HEAD_BYTES = 65_536  # an answer's status line and headers (1xx ones included)
-
-
-class UpstreamClosed(Exception):
-    """The connection ended, or the answer was not HTTP, before the answer was complete."""
-
-
-class UpstreamTimeout(Exception):
-    """The upstream did not move within the allowed time."""
 
 
 class AnswerHead:

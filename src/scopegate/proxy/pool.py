@@ -14,14 +14,11 @@ import ssl
 import time
 
 from scopegate.config.model import Upstream
+from scopegate.errors import UpstreamUnreachable
 from scopegate.proxy.http1 import UpstreamConnection
 
 IDLE_SECONDS = 15.0  # below the usual upstream keep-alive timeouts (nginx 75 s, Node 5 s: retried)
 MAX_IDLE = 256
-
-
-class ConnectFailed(Exception):
-    """No connection to the upstream could be made (refused, unreachable, TLS, timeout)."""
 
 
 class UpstreamPool:
@@ -80,9 +77,11 @@ class UpstreamPool:
                     server_hostname=upstream.host if tls is not None else None,
                 )
         except TimeoutError as error:
-            raise ConnectFailed(f"no connection within {upstream.connect_timeout:g} s") from error
+            raise UpstreamUnreachable(
+                f"no connection within {upstream.connect_timeout:g} s"
+            ) from error
         except (OSError, ssl.SSLError) as error:
-            raise ConnectFailed(str(error) or type(error).__name__) from error
+            raise UpstreamUnreachable(str(error) or type(error).__name__) from error
         return connection
 
     def _tls_context(self) -> ssl.SSLContext:

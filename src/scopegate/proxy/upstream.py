@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 from scopegate.config.model import Upstream
+from scopegate.errors import BodyTooLarge, ClientGone, UpstreamClosed, UpstreamTimeout
 from scopegate.proxy.headers import response_headers
-from scopegate.proxy.http1 import AnswerHead, UpstreamClosed, UpstreamConnection, UpstreamTimeout
-from scopegate.proxy.pool import ConnectFailed, UpstreamPool
-from scopegate.server.request import ClientGone, Request
+from scopegate.proxy.http1 import AnswerHead, UpstreamConnection
+from scopegate.proxy.pool import UpstreamPool
+from scopegate.server.request import Request
 from scopegate.wire.answer import Answer
 from scopegate.wire.head import BODYLESS_STATUSES
-
-FailureKind = Literal["connect", "timeout", "reset"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 SMALL_BODY = 65536  # answers up to this size (with Content-Length) are sent in one write
@@ -36,32 +33,8 @@ def _has_body(request: Request, status: int) -> bool:
     return request.method != "HEAD" and status not in BODYLESS_STATUSES
 
 
-class BodyTooLarge(Exception):
-    """The client sent more body than the route allows; nothing complete reached the upstream."""
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamFailure(Exception):
-    """The upstream could not be reached or did not answer; `kind` is the metric's `reason`."""
-
-    kind: FailureKind
-    detail: str
-
-    @property
-    def status(self) -> int:
-        return 504 if self.kind == "timeout" else 502
-
-
-def _classify(exc: BaseException) -> UpstreamFailure:
-    if isinstance(exc, ConnectFailed):
-        return UpstreamFailure("connect", "the upstream could not be reached")
-    if isinstance(exc, UpstreamTimeout):
-        return UpstreamFailure("timeout", "the upstream did not answer in time")
-    return UpstreamFailure("reset", "the upstream closed the connection")
-
-
 ObserveUpstream = Callable[[str, float], None]
-ObserveFailure = Callable[[str, FailureKind], None]
+ObserveFailure = Callable[[str, str], None]
 
 
 def request_line(method: str, target: str) -> bytes:
@@ -91,7 +64,7 @@ async def forward(
     observe_failure: ObserveFailure,
 ) -> None:
     """Send the request to `upstream` and stream the answer back to the client. Raises
-    `BodyTooLarge` or `UpstreamFailure` while no byte of an answer was sent.
+    `BodyTooLarge` or an `UpstreamError` while no byte of an answer was sent.
     `head` is the request head to send, framed by `body_framing`."""
     has_body = request.body_exists
     started = time.perf_counter()
@@ -121,10 +94,7 @@ async def _send(
     and the upstream most likely never saw it. Anything else is a 502, as nginx does."""
     fresh = False
     while True:
-        try:
-            connection, reused = await pool.acquire(upstream, fresh=fresh)
-        except ConnectFailed as error:
-            raise _classify(error) from error
+        connection, reused = await pool.acquire(upstream, fresh=fresh)  # or UpstreamUnreachable
         try:
             connection.begin(head_only=request.method == "HEAD")
             connection.write(head)
@@ -133,7 +103,7 @@ async def _send(
                                  limit=body_limit, max_wait=upstream.timeout)  # fmt: skip
             await connection.read_head(upstream.timeout)
             return connection
-        except UpstreamClosed as error:
+        except UpstreamClosed:
             if connection.head_arrived:
                 connection.close_after_answer()
                 return connection  # it answered before it stopped reading: relay that answer
@@ -146,10 +116,7 @@ async def _send(
             ):
                 fresh = True
                 continue
-            raise _classify(error) from error
-        except UpstreamTimeout as error:
-            connection.close()
-            raise _classify(error) from error
+            raise
         except BaseException:
             connection.close()
             raise
@@ -169,7 +136,7 @@ async def _send_body(
     while chunk := await request.body.read():
         received += len(chunk)
         if received > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(limit)
         if connection.head_arrived:
             connection.close_after_answer()
             return
@@ -192,10 +159,7 @@ async def _relay(
     if length is not None and length <= SMALL_BODY and _has_body(request, answer.status):
         # A small answer of known length is read whole and sent in one write with its head:
         # one system call instead of three, and a failure while reading is still a clean 502.
-        try:
-            body = await _read_all(connection, max_wait)
-        except (UpstreamClosed, UpstreamTimeout) as error:
-            raise _classify(error) from error
+        body = await _read_all(connection, max_wait)  # a failure here is still a clean 502/504
         request.answer(Answer(answer.status, headers, body, answer.reason))
         return True
     request.start(answer.status, answer.reason, headers, length)

@@ -37,8 +37,9 @@ from typing import Final, cast
 
 import httptools
 
+from scopegate.errors import BodyStalled, ClientGone
 from scopegate.reasons import Denied, Reason
-from scopegate.server.request import BodyStalled, ClientGone, Request
+from scopegate.server.request import Request
 from scopegate.telemetry import logs
 from scopegate.telemetry.metrics import UNMATCHED, Metrics
 from scopegate.wire.answer import Answer, Headers, reason_phrase
@@ -586,7 +587,9 @@ class HttpConnection(asyncio.Protocol):
         if self._phase is Phase.AFTER_CHUNK_LINE and self._current is not None:
             self._stop_reading()
             self._close_after_answer = True
-            self._current.body.fail(BodyStalled("the request's trailer section did not arrive"))
+            self._current.body.fail(
+                BodyStalled(self._settings.header_timeout, "the request's trailer section")
+            )
 
     def _idle_too_long(self) -> None:
         self._deadline = None
@@ -671,5 +674,5 @@ def trailers_too_large(limit: int) -> Denied:
     )
 
 
-def _send_timed_out() -> Exception:
-    return ClientGone("the client took none of the answer within the idle timeout")
+def _send_timed_out(seconds: float) -> Exception:
+    return ClientGone(f"the client took none of the answer for {seconds:g} s")

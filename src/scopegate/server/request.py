@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from scopegate.errors import BodyStalled, ClientGone
 from scopegate.wire.answer import Answer, Headers
 from scopegate.wire.inbox import Inbox
 
@@ -16,14 +17,6 @@ if TYPE_CHECKING:
     from scopegate.server.connection import HttpConnection
 
 BODY_HIGH_WATER = 256 * 1024  # buffered request body bytes before the client stops being read
-
-
-class ClientGone(Exception):
-    """The client closed the connection before its request or our answer was complete."""
-
-
-class BodyStalled(Exception):
-    """The client stopped sending its body for longer than the connection's idle timeout."""
 
 
 class BodyStream(Inbox):

@@ -23,20 +23,20 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-Error = Callable[[], Exception]
+Error = Callable[[float], Exception]  # called with the seconds waited
 
 
-def _expire(waiter: asyncio.Future[None], error: Error) -> None:
+def _expire(waiter: asyncio.Future[None], error: Error, seconds: float) -> None:
     if not waiter.done():
-        waiter.set_exception(error())
+        waiter.set_exception(error(seconds))
 
 
 async def wait_at_most(waiter: asyncio.Future[None], seconds: float | None, error: Error) -> None:
-    """Await `waiter`, raising `error()` if `seconds` (None: no limit) pass first."""
+    """Await `waiter`, raising `error(seconds)` if `seconds` (None: no limit) pass first."""
     if seconds is None:
         await waiter
         return
-    timer = waiter.get_loop().call_later(seconds, _expire, waiter, error)
+    timer = waiter.get_loop().call_later(seconds, _expire, waiter, error, seconds)
     try:
         await waiter
     finally:

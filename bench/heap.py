@@ -18,6 +18,7 @@ import math
 import tempfile
 import tracemalloc
 from pathlib import Path
+from typing import cast
 
 import jwt
 import peers
@@ -28,8 +29,24 @@ from scopegate.devtools.keys import generate
 from scopegate.devtools.tokens import mint
 from scopegate.pipeline.routing import compile_routes
 from scopegate.pipeline.verify import TokenVerifier
+from scopegate.proxy.exchange import Exchange
 from scopegate.proxy.headers import HeaderPolicy
 from scopegate.runtime import kept_claims
+from scopegate.server.request import Request
+
+
+class _Headerless:
+    """What the header policy reads of a request: a GET without headers or body."""
+
+    raw_headers: list[tuple[bytes, bytes]] = []  # noqa: RUF012 - read only
+    remote = None
+    method = "GET"
+    scheme = "http"
+    content_length = None
+    body_exists = False
+
+
+_HEADERLESS_GET = cast(Request, _Headerless())
 
 ISSUER = "https://issuer.example/"
 
@@ -75,8 +92,7 @@ async def _per_token(count: int) -> list[str]:
     before = _traced()
     for token in tokens:
         principal = await verifier.verify(token)
-        policy.request_head(b"GET / HTTP/1.1\r\n", [], principal, client_ip=None, scheme="http",
-                            upstream_host=None, request_id="r", framing=b"")  # fmt: skip
+        policy.request_head(Exchange(_HEADERLESS_GET, "r", principal=principal, target="/"))
     grown = _traced() - before
     lines = [f"per cached token: {grown / count:,.0f} bytes ({count:,} tokens)", *_top(8)]
     tracemalloc.stop()

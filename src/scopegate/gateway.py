@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from scopegate.errors import BodyStalled, BodyTooLarge, UpstreamError
 from scopegate.pipeline import ANONYMOUS, Principal, RouteMatch
@@ -19,30 +18,15 @@ from scopegate.pipeline.bearer import extract_bearer
 from scopegate.pipeline.scopes import require
 from scopegate.pipeline.target import parse_target
 from scopegate.proxy import upstream
+from scopegate.proxy.exchange import Exchange
 from scopegate.proxy.pool import UpstreamPool
 from scopegate.reasons import Denied, Reason
 from scopegate.runtime import Runtime
 from scopegate.server.request import Request
 from scopegate.telemetry import logs
-from scopegate.telemetry.metrics import UNMATCHED, Metrics
+from scopegate.telemetry.metrics import Metrics
 from scopegate.wire.framing import check_framing
-from scopegate.wire.problems import REQUEST_ID_HEADER, plain_problem, problem_answer, request_id
-
-
-@dataclass
-class _Outcome:
-    """What the access log and metrics say about one request, filled in as it goes."""
-
-    route: str = UNMATCHED
-    path: str | None = None
-    reason: Reason | None = None
-    upstream: str | None = None
-    principal: Principal = field(default=ANONYMOUS)
-    error: str | None = None
-    upstream_seconds: float | None = None
-
-
-_REQUEST_ID_BYTES = REQUEST_ID_HEADER.encode("ascii")
+from scopegate.wire.problems import plain_problem, problem_answer, request_id
 
 
 class Gateway:
@@ -62,58 +46,50 @@ class Gateway:
 
     async def handle(self, request: Request) -> None:
         started = self._clock()
-        rid = request_id(request.header(b"x-request-id"))
+        exchange = Exchange(request, request_id(request.header(b"x-request-id")))
         runtime = self.runtime  # this request finishes on the generation it started with
-        outcome = _Outcome()
         try:
-            await self._decide_and_forward(request, runtime, rid, outcome)
+            await self._decide_and_forward(exchange, runtime)
         except Denied as denied:
-            outcome.reason = denied.reason
-            self._metrics.denied(outcome.route, denied.reason)
-            request.answer(problem_answer(denied, rid, close=_must_close(request, denied)))
+            exchange.reason = denied.reason
+            self._metrics.denied(exchange.route, denied.reason)
+            close = _must_close(request, denied)
+            request.answer(problem_answer(denied, exchange.request_id, close=close))
         except BodyStalled as stalled:
-            outcome.error = "body_timeout"
+            exchange.error = "body_timeout"
+            rid = exchange.request_id
             timeout = plain_problem(408, "Request Timeout", str(stalled), "timeout", rid)
             timeout.close = True
             request.answer(timeout)
         except UpstreamError as failure:
-            outcome.error = failure.kind
-            self._metrics.upstream_failed(str(outcome.upstream), failure.kind)
+            exchange.error = exchange.upstream_failure = failure.kind
+            title = "Bad gateway" if failure.status == 502 else "Gateway timeout"
+            kind = f"upstream_{failure.kind}"
             request.answer(
-                plain_problem(
-                    failure.status,
-                    "Bad gateway" if failure.status == 502 else "Gateway timeout",
-                    failure.detail,
-                    f"upstream_{failure.kind}",
-                    rid,
-                )
+                plain_problem(failure.status, title, failure.detail, kind, exchange.request_id)
             )
-        self._finish(request, rid, outcome, self._clock() - started)
+        self._finish(exchange, self._clock() - started)
 
-    async def _decide_and_forward(
-        self, request: Request, runtime: Runtime, rid: str, outcome: _Outcome
-    ) -> None:
+    async def _decide_and_forward(self, exchange: Exchange, runtime: Runtime) -> None:
+        request = exchange.request
         limits = runtime.config.limits
-        check_framing(
-            request.version,
-            request.method,
-            request.raw_path,
-            request.raw_headers,
-            limits.max_header_bytes,
-        )
+        check_framing(request.version, request.method, request.raw_path, request.raw_headers,
+                      limits.max_header_bytes)  # fmt: skip
         target = parse_target(request.raw_path)
-        outcome.path = target.path
+        exchange.path = target.path
         match = runtime.routes.match(request.method, target.path)
-        outcome.route = match.route.name
-        principal = await self._authenticate(request, runtime, match)
-        outcome.principal = principal
-        body_limit = _body_limit(request, match, limits.max_body_bytes)
+        route = match.route
+        exchange.route = route.name
+        exchange.principal = await self._authenticate(request, runtime, match)
+        exchange.body_limit = _body_limit(request, match, limits.max_body_bytes)
         expect = request.header(b"expect")
         if expect is not None and request.version == (1, 1) and expect.lower() == "100-continue":
             request.send_continue()  # SPEC §3.1: only now that the request is allowed
-        await self._forward(
-            request, runtime, match, target.query, principal, rid, body_limit, outcome
-        )
+        upstream = exchange.upstream = runtime.config.upstreams[route.upstream]
+        path = _strip_prefix(match.path, route.strip_prefix)
+        query = "" if target.query is None else "?" + target.query
+        exchange.target = upstream.base_path + path + query
+        await self._forward(exchange, runtime)
 
     async def _authenticate(
         self, request: Request, runtime: Runtime, match: RouteMatch
@@ -128,70 +104,37 @@ class Gateway:
         require(route.scopes, principal.scopes)
         return principal
 
-    async def _forward(
-        self,
-        request: Request,
-        runtime: Runtime,
-        match: RouteMatch,
-        query: str | None,
-        principal: Principal,
-        rid: str,
-        body_limit: int,
-        outcome: _Outcome,
-    ) -> None:
-        route = match.route
-        target_upstream = runtime.config.upstreams[route.upstream]
-        outcome.upstream = target_upstream.name
-        path = _strip_prefix(match.path, route.strip_prefix)
-        target = target_upstream.base_path + path + ("" if query is None else "?" + query)
-        head = runtime.headers.request_head(
-            upstream.request_line(request.method, target),
-            request.raw_headers,
-            principal,
-            client_ip=request.remote,
-            scheme=request.scheme,
-            upstream_host=None if target_upstream.preserve_host else target_upstream.authority,
-            request_id=rid,
-            framing=upstream.body_framing(request),
-        )
+    async def _forward(self, exchange: Exchange, runtime: Runtime) -> None:
+        head = runtime.headers.request_head(exchange)
         try:
-            await upstream.forward(
-                self._pool,
-                request,
-                target_upstream,
-                head,
-                body_limit=body_limit,
-                extra_response_headers=[(_REQUEST_ID_BYTES, rid.encode("ascii"))],
-                observe=lambda name, seconds: self._observe_upstream(outcome, name, seconds),
-                observe_failure=self._metrics.upstream_failed,
-            )
+            await upstream.forward(self._pool, exchange, head)
         except BodyTooLarge as too_large:
             raise Denied(Reason.BODY_TOO_LARGE, str(too_large), challenge=False) from None
 
-    def _observe_upstream(self, outcome: _Outcome, name: str, seconds: float) -> None:
-        outcome.upstream_seconds = seconds
-        self._metrics.upstream_answered(name, seconds)
-
-    def _finish(self, request: Request, rid: str, outcome: _Outcome, seconds: float) -> None:
+    def _finish(self, exchange: Exchange, seconds: float) -> None:
+        request = exchange.request
         status = request.answered_status
-        self._metrics.answered(outcome.route, request.method, status, seconds)
+        metrics = self._metrics
+        upstream_name = None if exchange.upstream is None else exchange.upstream.name
+        if exchange.upstream_seconds is not None:
+            metrics.upstream_answered(str(upstream_name), exchange.upstream_seconds)
+        if exchange.upstream_failure is not None:
+            metrics.upstream_failed(str(upstream_name), exchange.upstream_failure)
+        metrics.answered(exchange.route, request.method, status, seconds)
+        upstream_ms = exchange.upstream_seconds
         logs.access(
-            request_id=rid,
+            request_id=exchange.request_id,
             method=request.method,
-            path=outcome.path,
-            route=outcome.route,
+            path=exchange.path,
+            route=exchange.route,
             status=status,
-            decision="deny" if outcome.reason else ("error" if outcome.error else "allow"),
-            reason=str(outcome.reason) if outcome.reason else outcome.error,
-            subject=outcome.principal.subject,
-            client_id=outcome.principal.client_id,
-            upstream=outcome.upstream,
+            decision=exchange.decision,
+            reason=str(exchange.reason) if exchange.reason else exchange.error,
+            subject=exchange.principal.subject,
+            client_id=exchange.principal.client_id,
+            upstream=upstream_name,
             duration_ms=round(seconds * 1000, 3),
-            upstream_ms=(
-                None
-                if outcome.upstream_seconds is None
-                else round(outcome.upstream_seconds * 1000, 3)
-            ),
+            upstream_ms=None if upstream_ms is None else round(upstream_ms * 1000, 3),
             remote=request.remote,
         )
 

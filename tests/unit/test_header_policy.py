@@ -3,12 +3,17 @@ client or an upstream could send. End-to-end counterpart: tests/e2e/test_headers
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import cast
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scopegate.config.model import Forwarding
+from scopegate.config.model import Forwarding, Upstream
 from scopegate.pipeline import ANONYMOUS, Principal
+from scopegate.proxy.exchange import Exchange
 from scopegate.proxy.headers import HOP_BY_HOP, HeaderPolicy, response_headers
+from scopegate.server.request import Request
 
 IDENTITY = ("X-Auth-Subject", "X-Auth-Tenant", "X-Auth-Scopes")
 POLICY = HeaderPolicy(
@@ -43,6 +48,36 @@ def client_headers(draw: st.DrawFn) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+@dataclass
+class ClientHead:
+    """What the header policy reads of a client's request: its head, as received, no body."""
+
+    raw_headers: list[tuple[bytes, bytes]]
+    remote: str | None
+    method: str = "GET"
+    scheme: str = "http"
+    content_length: int | None = None
+    body_exists: bool = False
+
+
+def request_head(
+    policy: HeaderPolicy,
+    raw: list[tuple[bytes, bytes]],
+    principal: Principal,
+    *,
+    client_ip: str | None,
+    upstream_host: str | None,
+    request_id: str,
+) -> bytes:
+    """The head `policy` sends for `GET /x` with `raw` headers; `upstream_host` None: the
+    upstream keeps the client's `Host`."""
+    upstream = Upstream("u", "http", upstream_host or "unused", 80,
+                        preserve_host=upstream_host is None)  # fmt: skip
+    request = cast(Request, ClientHead(raw, client_ip))
+    exchange = Exchange(request, request_id, principal=principal, upstream=upstream, target="/x")
+    return policy.request_head(exchange)
+
+
 def lines_of(head: bytes) -> list[tuple[str, str]]:
     text = head.decode("latin-1")
     assert text.endswith("\r\n\r\n")
@@ -66,9 +101,14 @@ def test_identity_headers_come_only_from_the_verified_token(
     raw: list[tuple[bytes, bytes]], authenticated: bool
 ) -> None:
     principal = USER if authenticated else ANONYMOUS
-    head = POLICY.request_head(b"GET /x HTTP/1.1\r\n", raw, principal, client_ip="10.0.0.1",
-                               scheme="http", upstream_host="api.internal", request_id="rid-1",
-                               framing=b"")  # fmt: skip
+    head = request_head(
+        POLICY,
+        raw,
+        principal,
+        client_ip="10.0.0.1",
+        upstream_host="api.internal",
+        request_id="rid-1",
+    )
     fields = lines_of(head)
     names = [canonical(name) for name, _ in fields]
     identity = {canonical(h): value for h, value in fields if canonical(h) in
@@ -90,8 +130,7 @@ def test_identity_headers_come_only_from_the_verified_token(
 @settings(max_examples=300)
 @given(raw=client_headers())
 def test_ordinary_headers_pass_unchanged_and_in_order(raw: list[tuple[bytes, bytes]]) -> None:
-    head = POLICY.request_head(b"GET /x HTTP/1.1\r\n", raw, USER, client_ip=None, scheme="http",
-                               upstream_host=None, request_id="r", framing=b"")  # fmt: skip
+    head = request_head(POLICY, raw, USER, client_ip=None, upstream_host=None, request_id="r")
     named = {
         value.decode().strip().lower()
         for name, value in raw
@@ -129,9 +168,9 @@ def test_identity_worked_out_once_per_policy_follows_a_policy_change() -> None:
     other = HeaderPolicy(Forwarding(claims_to_headers=(("org.id", "X-Org"),)))
 
     def identity(policy: HeaderPolicy) -> list[tuple[str, str]]:
-        head = policy.request_head(b"GET /x HTTP/1.1\r\n", [], principal, client_ip=None,
-                                   scheme="http", upstream_host="u", request_id="r",
-                                   framing=b"")  # fmt: skip
+        head = request_head(
+            policy, [], principal, client_ip=None, upstream_host="u", request_id="r"
+        )
         return [(n, v) for n, v in lines_of(head) if n.startswith("X-Auth") or n == "X-Org"]
 
     first = identity(POLICY)
@@ -173,9 +212,8 @@ def test_no_spoofable_header_reaches_the_upstream_in_any_spelling(
     sends under those names, in any case and with `_` for `-`, is not in the forwarded head."""
     raw = [(b"Host", b"gateway.test")]
     raw += [(name.encode(), f"spoofed-{i}".encode()) for i, name in enumerate(spoofed)]
-    head = POLICY.request_head(b"GET /x HTTP/1.1\r\n", raw, USER if authenticated else ANONYMOUS,
-                               client_ip="10.0.0.1", scheme="http", upstream_host="api.internal",
-                               request_id="rid-1", framing=b"")  # fmt: skip
+    head = request_head(POLICY, raw, USER if authenticated else ANONYMOUS, client_ip="10.0.0.1",
+                        upstream_host="api.internal", request_id="rid-1")  # fmt: skip
     assert b"spoofed-" not in head
     names = {canonical(name) for name, _ in lines_of(head)}
     assert not names & {canonical(name) for name in REMOVED}

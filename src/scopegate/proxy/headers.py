@@ -8,8 +8,8 @@ never make scopegate drop a header it sets (`Connection: X-Auth-Subject`) or smu
 Usage::
 
     policy = HeaderPolicy(config.forward)
-    upstream_headers = policy.request_headers(raw, principal, client_ip=..., scheme=..., ...)
-    client_headers = response_headers(upstream_response.raw_headers)
+    upstream_head = policy.request_head(exchange)     # bytes, ready to send
+    client_headers = response_headers(upstream_answer.headers, exchange.answer_headers)
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 from scopegate.config.model import SCOPES_HEADER, Forwarding
 from scopegate.pipeline import Principal
 from scopegate.pipeline.scopes import read_claim
+from scopegate.proxy.exchange import Exchange
+from scopegate.server.request import Request
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
 
@@ -112,24 +114,14 @@ class HeaderPolicy:
             name.encode("latin-1") for name in HOP_BY_HOP | _REQUEST_DROPPED | identity
         )
 
-    def request_head(
-        self,
-        request_line: bytes,
-        raw: RawHeaders,
-        principal: Principal,
-        *,
-        client_ip: str | None,
-        scheme: str,
-        upstream_host: str | None,
-        request_id: str,
-        framing: bytes,
-    ) -> bytes:
-        """The request head to send upstream: `request_line`, the client's headers that may pass
-        (bytes as received), then scopegate's own, then `framing` (a Content-Length or
-        Transfer-Encoding line, or nothing). `upstream_host` None keeps the client's `Host`."""
-        raw = list(raw)
+    def request_head(self, exchange: Exchange) -> bytes:
+        """The request head to send upstream for `exchange`: its request line, the client's
+        headers that may pass (bytes as received), then scopegate's own, then the body's framing.
+        An upstream with `preserve_host` gets the client's `Host`."""
+        request = exchange.request
+        raw = request.raw_headers
         dropped = _with_connection_named(self._dropped, raw)
-        lines = [request_line]
+        lines = [f"{request.method} {exchange.target} HTTP/1.1\r\n".encode("ascii")]
         forwarded_for: list[bytes] = []
         client_host = b""
         for name, value in raw:
@@ -140,18 +132,24 @@ class HeaderPolicy:
                 forwarded_for.append(value)
             elif canonical not in dropped:
                 lines += (name, b": ", value, b"\r\n")
-        if client_ip:
-            forwarded_for.append(client_ip.encode("ascii"))
+        if request.remote:
+            forwarded_for.append(request.remote.encode("ascii"))
         if forwarded_for:
             lines += (b"X-Forwarded-For: ", b", ".join(forwarded_for), b"\r\n")
-        lines += (b"X-Forwarded-Proto: ", scheme.encode("ascii"), b"\r\n")
+        lines += (b"X-Forwarded-Proto: ", request.scheme.encode("ascii"), b"\r\n")
         if client_host:
             lines += (b"X-Forwarded-Host: ", client_host, b"\r\n")
-        host = client_host if upstream_host is None else upstream_host.encode("ascii")
-        lines += (b"Host: ", host, b"\r\nX-Request-Id: ", request_id.encode("ascii"), b"\r\n")
-        if principal.authenticated:
-            lines.append(self._identity(principal))
-        lines += (framing, b"\r\n")
+        upstream = exchange.upstream
+        host = (
+            client_host
+            if upstream is None or upstream.preserve_host
+            else upstream.authority.encode()
+        )
+        lines += (b"Host: ", host, b"\r\nX-Request-Id: ", exchange.request_id.encode("ascii"))
+        lines.append(b"\r\n")
+        if exchange.principal.authenticated:
+            lines.append(self._identity(exchange.principal))
+        lines += (_body_framing(request), b"\r\n")
         return b"".join(lines)
 
     def _identity(self, principal: Principal) -> bytes:
@@ -195,6 +193,16 @@ def response_headers(
             present.add(lower)
     out += [(name, value) for name, value in extra if name.lower() not in present]
     return out
+
+
+def _body_framing(request: Request) -> bytes:
+    """The header line that frames the body sent upstream: the client's length, or chunked when
+    the client's body has none (it arrived chunked); nothing when there is no body."""
+    if request.content_length is not None:
+        return b"Content-Length: %d\r\n" % request.content_length
+    if request.body_exists:
+        return b"Transfer-Encoding: chunked\r\n"
+    return b""
 
 
 def _with_connection_named(

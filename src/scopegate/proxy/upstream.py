@@ -14,10 +14,10 @@ must carry.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from scopegate.config.model import Upstream
 from scopegate.errors import BodyTooLarge, ClientGone, UpstreamClosed, UpstreamTimeout
+from scopegate.proxy.exchange import Exchange
 from scopegate.proxy.headers import response_headers
 from scopegate.proxy.http1 import AnswerHead, UpstreamConnection
 from scopegate.proxy.pool import UpstreamPool
@@ -33,51 +33,24 @@ def _has_body(request: Request, status: int) -> bool:
     return request.method != "HEAD" and status not in BODYLESS_STATUSES
 
 
-ObserveUpstream = Callable[[str, float], None]
-ObserveFailure = Callable[[str, str], None]
-
-
-def request_line(method: str, target: str) -> bytes:
-    """`target` is a normalised path and query: printable ASCII by construction."""
-    return f"{method} {target} HTTP/1.1\r\n".encode("ascii")
-
-
-def body_framing(request: Request) -> bytes:
-    """The header line that frames the body sent upstream: the client's length, or chunked when
-    the client's body has none (it arrived chunked); nothing when there is no body."""
-    if request.content_length is not None:
-        return b"Content-Length: %d\r\n" % request.content_length
-    if request.body_exists:
-        return b"Transfer-Encoding: chunked\r\n"
-    return b""
-
-
-async def forward(
-    pool: UpstreamPool,
-    request: Request,
-    upstream: Upstream,
-    head: bytes,
-    *,
-    body_limit: int,
-    extra_response_headers: list[tuple[bytes, bytes]],
-    observe: ObserveUpstream,
-    observe_failure: ObserveFailure,
-) -> None:
-    """Send the request to `upstream` and stream the answer back to the client. Raises
-    `BodyTooLarge` or an `UpstreamError` while no byte of an answer was sent.
-    `head` is the request head to send, framed by `body_framing`."""
-    has_body = request.body_exists
+async def forward(pool: UpstreamPool, exchange: Exchange, head: bytes) -> None:
+    """Send `head` and the request's body to the exchange's upstream and stream the answer back
+    to the client, recording in `exchange` how long the upstream took and whether it broke off
+    midway. Raises `BodyTooLarge` or an `UpstreamError` while no byte of an answer was sent."""
+    request, upstream = exchange.request, exchange.upstream
+    if upstream is None:
+        raise RuntimeError("an exchange is forwarded only once its upstream is chosen")
     started = time.perf_counter()
     try:
-        connection = await _send(pool, request, upstream, head, has_body, body_limit)
+        connection = await _send(pool, request, upstream, head, exchange.body_limit)
         try:
-            relayed = await _relay(request, connection, upstream.timeout, extra_response_headers)
+            relayed = await _relay(request, connection, upstream.timeout, exchange.answer_headers)
         finally:
             pool.release(upstream, connection)
         if not relayed:
-            observe_failure(upstream.name, "reset")
+            exchange.upstream_failure = "reset"
     finally:
-        observe(upstream.name, time.perf_counter() - started)
+        exchange.upstream_seconds = time.perf_counter() - started
 
 
 async def _send(
@@ -85,13 +58,13 @@ async def _send(
     request: Request,
     upstream: Upstream,
     head: bytes,
-    has_body: bool,
     body_limit: int,
 ) -> UpstreamConnection:
     """A connection whose answer's head has arrived. A kept-alive connection the upstream closed
     just as the request went out (its keep-alive timeout racing our reuse) is retried once on a
     new one, for an idempotent request without a body (RFC 9110 §9.2.2): repeating it is safe,
     and the upstream most likely never saw it. Anything else is a 502, as nginx does."""
+    has_body = request.body_exists
     fresh = False
     while True:
         connection, reused = await pool.acquire(upstream, fresh=fresh)  # or UpstreamUnreachable

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from scopegate.config.algorithms import DEFAULT_ALGORITHMS
+
 
 @dataclass(frozen=True, slots=True)
 class Source:
@@ -46,7 +48,7 @@ class Issuer:
     issuer: str
     jwks_uri: str | None = None  # None: discovered from {issuer}/.well-known/openid-configuration
     audiences: tuple[str, ...] = ()
-    algorithms: tuple[str, ...] = ("RS256",)
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     scope_claims: tuple[str, ...] = ("scope", "scp")  # dotted names read nested claims
     leeway: float = 30.0
     required_claims: tuple[str, ...] = ("exp",)

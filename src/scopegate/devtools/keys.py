@@ -22,13 +22,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from scopegate.config.algorithms import KEY_SHAPES, KeyShape
+
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
-_RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
-_CURVES: dict[str, type[ec.EllipticCurve]] = {
-    "ES256": ec.SECP256R1,
-    "ES384": ec.SECP384R1,
-    "ES512": ec.SECP521R1,
+# The curves a JWK names (`crv`), as `cryptography` knows them.
+_EC_CURVES: dict[str, type[ec.EllipticCurve]] = {
+    "P-256": ec.SECP256R1,
+    "P-384": ec.SECP384R1,
+    "P-521": ec.SECP521R1,
 }
 # Members RFC 7638 §3.2 hashes, per key type.
 _THUMBPRINT_MEMBERS = {
@@ -64,22 +66,30 @@ class SigningKey:
         )
 
 
-def _fits(private_key: PrivateKey, alg: str) -> bool:
+def _shape_of(private_key: PrivateKey) -> KeyShape:
+    """The JWK key type and curve of `private_key`, as `KEY_SHAPES` writes them."""
     if isinstance(private_key, rsa.RSAPrivateKey):
-        return alg in _RSA_ALGORITHMS
+        return KeyShape("RSA")
     if isinstance(private_key, ec.EllipticCurvePrivateKey):
-        return alg in _CURVES and isinstance(private_key.curve, _CURVES[alg])
-    return alg == "EdDSA"
+        curve = private_key.curve
+        known = (crv for crv, kind in _EC_CURVES.items() if isinstance(curve, kind))
+        return KeyShape("EC", next(known, curve.name))  # another curve fits no algorithm
+    return KeyShape("OKP", "Ed25519")
+
+
+def _fits(private_key: PrivateKey, alg: str) -> bool:
+    return KEY_SHAPES.get(alg) == _shape_of(private_key)
 
 
 def _new_private_key(alg: str) -> PrivateKey:
-    if alg in _RSA_ALGORITHMS:
+    shape = KEY_SHAPES.get(alg)
+    if shape is None:
+        raise ValueError(f"no asymmetric key type for algorithm {alg!r}")
+    if shape.kty == "RSA":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    if alg in _CURVES:
-        return ec.generate_private_key(_CURVES[alg]())
-    if alg == "EdDSA":
-        return ed25519.Ed25519PrivateKey.generate()
-    raise ValueError(f"no asymmetric key type for algorithm {alg!r}")
+    if shape.kty == "EC" and shape.crv is not None:
+        return ec.generate_private_key(_EC_CURVES[shape.crv]())
+    return ed25519.Ed25519PrivateKey.generate()
 
 
 def generate(alg: str = "RS256", kid: str | None = None) -> SigningKey:
@@ -88,14 +98,13 @@ def generate(alg: str = "RS256", kid: str | None = None) -> SigningKey:
 
 
 def _default_alg(private_key: PrivateKey) -> str:
-    if isinstance(private_key, rsa.RSAPrivateKey):
-        return "RS256"
-    if isinstance(private_key, ec.EllipticCurvePrivateKey):
-        for alg, curve in _CURVES.items():
-            if isinstance(private_key.curve, curve):
-                return alg
-        raise ValueError(f"no JWS algorithm for the {private_key.curve.name} curve")
-    return "EdDSA"
+    """The first algorithm of `KEY_SHAPES` that signs with this kind of key: RS256 for RSA,
+    ES256/384/512 by curve, EdDSA for Ed25519."""
+    shape = _shape_of(private_key)
+    for alg, needed in KEY_SHAPES.items():
+        if needed == shape:
+            return alg
+    raise ValueError(f"no JWS algorithm for the {shape.crv} curve")
 
 
 def load_pem(path: Path | str, kid: str | None = None, alg: str | None = None) -> SigningKey:

@@ -36,16 +36,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import jwt
 
+from scopegate.config.algorithms import KEY_SHAPES
 from scopegate.errors import KeyFetchError
 
-# JWK key type and curve each algorithm needs (RFC 7518 §3, RFC 8037).
-_FITS: dict[str, tuple[str, str | None]] = {
-    **dict.fromkeys(("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"), ("RSA", None)),
-    "ES256": ("EC", "P-256"),
-    "ES384": ("EC", "P-384"),
-    "ES512": ("EC", "P-521"),
-    "EdDSA": ("OKP", "Ed25519"),
-}
 # Members only a private (or symmetric) JWK has; a provider publishing them is misconfigured.
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
@@ -147,7 +140,7 @@ def _for_signatures(jwk: Mapping[str, Any]) -> bool:
 
 
 def _fits(jwk: Mapping[str, Any], alg: str) -> bool:
-    kty, crv = _FITS[alg]
+    kty, crv = KEY_SHAPES[alg]
     if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
         return False
     return jwk.get("alg") in (None, alg)
@@ -168,7 +161,7 @@ def bind_keys(jwk: Any, algorithms: Iterable[str]) -> dict[str, jwt.PyJWK]:
         return {}
     if "kid" in jwk and not isinstance(jwk["kid"], str):
         return {}
-    bound = {alg: _bind(jwk, alg) for alg in algorithms if alg in _FITS and _fits(jwk, alg)}
+    bound = {alg: _bind(jwk, alg) for alg in algorithms if alg in KEY_SHAPES and _fits(jwk, alg)}
     return {alg: key for alg, key in bound.items() if key is not None}
 
 

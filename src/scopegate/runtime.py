@@ -17,20 +17,18 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from scopegate.config.errors import ConfigError, ConfigErrors
 from scopegate.config.model import Config, Forwarding, Issuer, JwksPolicy
 from scopegate.keys.store import JwksStore, same_key_source
 from scopegate.pipeline import DESCRIBING_CLAIMS
-from scopegate.pipeline.routing import CompiledRoutes, RouteTable, compile_routes
+from scopegate.pipeline.routing import (
+    CompiledRoutes,
+    RouteTable,
+    compile_routes,
+    raise_route_errors,
+)
 from scopegate.pipeline.verify import TokenVerifier
 from scopegate.proxy.headers import HeaderPolicy
 from scopegate.telemetry.metrics import Metrics
-
-
-def route_errors(config: Config) -> list[ConfigError]:
-    """Errors of the route table as a whole (bad patterns, ambiguous routes), as config errors."""
-    compiled = compile_routes(config.routes)
-    return [ConfigError(issue.source, issue.message) for issue in compiled.errors]
 
 
 def kept_claims(forward: Forwarding) -> frozenset[str]:
@@ -94,10 +92,7 @@ class Runtime:
         """
         if compiled is None:
             compiled = compile_routes(config.routes)
-        if compiled.errors:
-            raise ConfigErrors(
-                [ConfigError(issue.source, issue.message) for issue in compiled.errors]
-            )
+        raise_route_errors(compiled)
         stores: dict[str, JwksStore] = {}
         fresh: list[JwksStore] = []
         for issuer in config.issuers:

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from scopegate.commands.loading import load_with_routes
 from scopegate.config.errors import ConfigError, ConfigErrors
 from scopegate.config.lint import catalogue_warnings
-from scopegate.config.load import load_config
 from scopegate.config.model import Config, Route, ScopeRule
 from scopegate.keys.fetch import new_session
 from scopegate.keys.store import JwksStore
 from scopegate.pipeline import Principal, RouteMatch
-from scopegate.pipeline.routing import compile_routes
+from scopegate.pipeline.routing import CompiledRoutes, RouteTable
 from scopegate.pipeline.scopes import require
 from scopegate.pipeline.target import parse_target
 from scopegate.pipeline.verify import TokenVerifier
@@ -67,10 +67,11 @@ def _summary(config: Config) -> str:
     )
 
 
-def _load_or_report(path: Path, err: TextIO) -> Config | None:
-    """The configuration, or None after printing every error as FILE:LINE:COL: message."""
+def _load_or_report(path: Path, err: TextIO) -> tuple[Config, CompiledRoutes] | None:
+    """The configuration and its route table, or None after printing every error, route table
+    errors included, as FILE:LINE:COL: message."""
     try:
-        return load_config(path)
+        return load_with_routes(path)
     except ConfigErrors as errors:
         for error in errors.errors:
             print(error, file=err)
@@ -79,14 +80,10 @@ def _load_or_report(path: Path, err: TextIO) -> Config | None:
 
 def run_check(path: Path, out: TextIO, err: TextIO) -> int:
     """Validate `path`; print the table and warnings (exit 0) or every error (exit 1)."""
-    config = _load_or_report(path, err)
-    if config is None:
+    loaded = _load_or_report(path, err)
+    if loaded is None:
         return 1
-    compiled = compile_routes(config.routes)
-    if compiled.errors:
-        for issue in compiled.errors:
-            print(issue, file=err)
-        return 1
+    config, compiled = loaded
     print(_summary(config), file=out)
     print(file=out)
     print(route_table(list(compiled.table)), file=out)
@@ -106,11 +103,11 @@ class Verdict:
     allowed: bool
 
 
-def _match(config: Config, method: str, raw_target: str, lines: list[str]) -> RouteMatch | None:
+def _match(routes: RouteTable, method: str, raw_target: str, lines: list[str]) -> RouteMatch | None:
     try:
         target = parse_target(raw_target)
         lines.append(f"normalised path: {target.path}")
-        match = compile_routes(config.routes).table.match(method, target.path)
+        match = routes.match(method, target.path)
     except Denied as denied:
         lines.append(f"route: none ({denied.reason}: {denied.detail})")
         lines.append(f"verdict: DENY {denied.reason.status} {denied.reason}")
@@ -140,10 +137,17 @@ async def _principal(config: Config, token: str, audience: str | None) -> Princi
 
 
 async def explain(
-    config: Config, method: str, raw_target: str, *, token: str | None, scopes: str | None
+    config: Config,
+    routes: RouteTable,
+    method: str,
+    raw_target: str,
+    *,
+    token: str | None,
+    scopes: str | None,
 ) -> Verdict:
+    """What `config`, whose compiled table is `routes`, does with the request."""
     lines: list[str] = []
-    match = _match(config, method, raw_target, lines)
+    match = _match(routes, method, raw_target, lines)
     if match is None:
         return Verdict(lines, allowed=False)
     route = match.route
@@ -179,9 +183,12 @@ def run_explain(
     err: TextIO,
 ) -> int:
     """Exit 0 when the request would be allowed, 1 when denied, 2 when the file is invalid."""
-    config = _load_or_report(path, err)
-    if config is None:
+    loaded = _load_or_report(path, err)
+    if loaded is None:
         return 2
-    verdict = asyncio.run(explain(config, method.upper(), target, token=token, scopes=scopes))
+    config, compiled = loaded
+    verdict = asyncio.run(
+        explain(config, compiled.table, method.upper(), target, token=token, scopes=scopes)
+    )
     print("\n".join(verdict.lines), file=out)
     return 0 if verdict.allowed else 1

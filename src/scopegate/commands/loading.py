@@ -1,9 +1,10 @@
-"""Loading the configuration a server will run: the file validated whole, route table included,
-parsed by a short-lived child process.
+"""Loading a configuration file for every command: the file validated whole, route table
+included, so that `check` accepts exactly what `serve` will run. A server parses it in a
+short-lived child process.
 
-Parsing a file of 10,000 routes allocates and frees some 50 MB in small pieces around the few
-megabytes that stay; the allocator cannot hand that memory back, so a server that parsed the
-file itself would carry it for good (106 MiB RSS against 82). The child parses and pickles the
+Parsing a large file allocates and frees many times the memory of what it builds, in small
+pieces around the pieces that stay; the allocator cannot hand that memory back, so a server
+that parsed the file itself would carry it for good. The child parses and pickles the
 result; the server only unpickles the compact configuration. A reload's child runs while the
 server goes on serving, on the bytes the file held when the reload was asked for. Should the
 child fail to run at all, the file is parsed in-process instead. The parser and its libraries
@@ -11,6 +12,7 @@ child fail to run at all, the file is parsed in-process instead. The parser and 
 
     config = load_compact(path)                 # at start, before the event loop
     config = await load_compact_async(path, raw)  # on SIGHUP, raw read at the signal
+    config, compiled = load_with_routes(path)   # check and explain, which show the table
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import cast
 from scopegate.config.errors import ConfigErrors
 from scopegate.config.model import Config
 from scopegate.config.reading import read_config_bytes
-from scopegate.runtime import route_errors
+from scopegate.pipeline.routing import CompiledRoutes, compile_routes, raise_route_errors
 from scopegate.telemetry import logs
 
 _CHILD = [sys.executable, "-m", "scopegate.commands.loading"]
@@ -35,13 +37,19 @@ _CHILD = [sys.executable, "-m", "scopegate.commands.loading"]
 def load_complete(path: Path, raw: bytes | None = None) -> Config:
     """Load and validate a file whole (its bytes `raw`, if already read), route table included;
     raise `ConfigErrors` otherwise."""
+    config, _ = load_with_routes(path, raw)
+    return config
+
+
+def load_with_routes(path: Path, raw: bytes | None = None) -> tuple[Config, CompiledRoutes]:
+    """`load_complete`, and the route table it compiled to check the file: for the commands
+    that print or consult the table (`check`, `explain`)."""
     from scopegate.config.load import load_config_bytes  # imported here: see the docstring
 
     config = load_config_bytes(read_config_bytes(path) if raw is None else raw, str(path))
-    errors = route_errors(config)
-    if errors:
-        raise ConfigErrors(errors)
-    return config
+    compiled = compile_routes(config.routes)
+    raise_route_errors(compiled)
+    return config, compiled
 
 
 def load_compact(path: Path) -> Config:
@@ -63,7 +71,8 @@ async def load_compact_async(path: Path, raw: bytes) -> Config:
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await child.communicate(raw)
-    # Unpickling 10,000 routes takes ~0.1 s of CPU: in a thread, the loop goes on serving.
+    # Unpickling a large table takes long enough to stall requests: in a thread, the loop goes
+    # on serving.
     return await asyncio.to_thread(_outcome, path, raw, child.returncode, out, err)
 
 

@@ -13,6 +13,7 @@ path but no method is 405, with `Allow` naming every method those routes allow.
 Usage::
 
     compiled = compile_routes(config.routes)      # compiled.errors / compiled.warnings
+    raise_route_errors(compiled)                  # ConfigErrors, when compiled.errors
     match = compiled.table.match("GET", "/contacts/42")   # RouteMatch(route, path, {"id": "42"})
 """
 
@@ -23,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from scopegate.config.errors import ConfigError, ConfigErrors
 from scopegate.config.model import Route, Source
 from scopegate.pipeline import RouteMatch
 from scopegate.pipeline.patterns import (
@@ -83,7 +85,7 @@ def _order(route: Route, segments: tuple[Segment, ...]) -> tuple[object, ...]:
 
 class _Node:
     """One trie node. Most nodes of a large table have one child and no entries of their own,
-    so every container is made only when first needed (10,000 routes are ~30,000 nodes)."""
+    so every container is made only when first needed: a table has several nodes per route."""
 
     __slots__ = ("here", "literals", "param", "rest")
 
@@ -261,3 +263,10 @@ def compile_routes(routes: Sequence[Route]) -> CompiledRoutes:
         same.append(route)
         compiled.append((route, segments))
     return CompiledRoutes(RouteTable(compiled), tuple(issues))
+
+
+def raise_route_errors(compiled: CompiledRoutes) -> None:
+    """Raise `ConfigErrors` naming every error of the route table, if it has any: a table that
+    does not compile makes the file invalid, reported like any other mistake in it."""
+    if compiled.errors:
+        raise ConfigErrors(ConfigError(issue.source, issue.message) for issue in compiled.errors)

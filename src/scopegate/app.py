@@ -84,8 +84,8 @@ class RunningGateway:
     async def reload(self, config: Config) -> None:
         """Swap in `config` whole, or raise `ConfigErrors` and change nothing.
 
-        The route table is compiled in a thread: 10,000 routes take ~0.3 s of CPU, which on the
-        event loop would hold every request in flight for as long."""
+        The route table is compiled in a thread: a large table takes long enough that, on the
+        event loop, it would hold every request in flight for as long."""
         async with self._reload_lock:
             old = self.gateway.runtime
             compiled = await asyncio.to_thread(compile_routes, config.routes)

@@ -37,8 +37,9 @@ def install_event_loop_policy() -> None:
 
 def settle_heap() -> None:
     """Move everything alive now (the configuration, route table, imported modules) out of the
-    garbage collector's sight. A full collection otherwise walks every object of a 10,000-route
-    table, and the request that triggers it waits: that was the 10,000-route p99. Called once
+    garbage collector's sight. A full collection otherwise walks every object of a large route
+    table, and the request that triggers it waits: with many routes, that wait was the tail
+    latency. Called once
     serving and after each reload (unfrozen and collected first, so an old configuration's
     cycles are not kept forever)."""
     gc.unfreeze()

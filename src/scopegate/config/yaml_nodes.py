@@ -133,8 +133,8 @@ _CLOSING = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
 
 def _compose_fast(text: str) -> tuple[yaml.SafeLoader, yaml.Node | None] | None:
-    """The node tree by libyaml, about six times faster than PyYAML's own reader and with far
-    less garbage left behind: what makes a file of 10,000 routes load in a second. Only for a
+    """The node tree by libyaml, which reads in C and leaves far less garbage behind than
+    PyYAML's own reader: reading is what a large file's load time is mostly made of. Only for a
     text libyaml reads without complaint and nested within `MAX_DEPTH` (checked on the event
     stream first, which is not recursive); anything else (None) goes through the pure-Python
     loader, whose errors are the ones worded for the user."""

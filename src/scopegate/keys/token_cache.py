@@ -17,15 +17,17 @@ entries whose keys are still usable (another issuer's) are simply verified again
 
 The bound is kept by the standard library's `OrderedDict` (the least recently used entry first,
 `move_to_end` on every hit), as its documentation's own LRU recipe does. cachetools' `LRUCache`
-keeps a dict and an `OrderedDict` side by side: 158 bytes an entry at 100,000 entries against
-105, and a hit costs 0.41 µs of Python against 0.15 µs in C (`bench/heap.py`, `timeit`).
+keeps a dict and an `OrderedDict` side by side, so each entry costs more memory, and its hit
+runs in Python where `move_to_end` runs in C.
 
-The key is a digest of the token, not the token: a bearer token is ~800 bytes, so 100,000
-cached verdicts would otherwise keep 80 MB of credentials in memory (and in any core dump). It is
+The key is a digest of the token, not the token: a bearer token is many times the size of a
+digest, and cached verdicts would otherwise keep every client's credentials in memory (and in
+any core dump). It is
 SHA-256 cut to 128 bits, over the token's length, the token and the audience (the length first,
 so that no token and audience pair can pass for another): one 16-byte key per entry, and a
 collision would need 2^64 tokens. SHA-256 rather than BLAKE2b because OpenSSL's runs on the CPU's
-SHA instructions: 1.8 against 3.3 µs for a 1 KB token, on every protected request.
+SHA instructions, which makes it the quicker of the two on a token, and it runs on every
+protected request.
 
 Usage::
 

@@ -42,7 +42,7 @@ class Principal:
     expires_at: float | None = None  # the token's `exp`; None when it has none
     # What a consumer derived from this principal and keeps with it (a cached token's identity
     # headers), and who derived it. Not part of the principal's value. Two fields rather than
-    # one pair: a tuple would cost 56 bytes more for each of up to 100,000 cached principals.
+    # one pair: a tuple would be one more object kept alive by every cached principal.
     derived_by: object = field(default=None, compare=False, repr=False)
     derived: Any = field(default=None, compare=False, repr=False)
     # Read once here rather than from `claims` on each request's access-log line: a cached
@@ -62,9 +62,9 @@ class Principal:
 
 
 class KeptClaims(Mapping[str, Any]):
-    """The few claims a cached principal keeps (`sub`, ...), in half the memory of a dict: a dict
-    of one claim costs 184 bytes, this 96. `names` is one tuple shared by every principal whose
-    token carried the same kept claims; `values` are in the same order."""
+    """The few claims a cached principal keeps (`sub`, ...), in less memory than a dict, whose
+    hash table is sized for growth it will never see. `names` is one tuple shared by every
+    principal whose token carried the same kept claims; `values` are in the same order."""
 
     __slots__ = ("_names", "_values")
 

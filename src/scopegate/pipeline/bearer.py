@@ -56,8 +56,8 @@ def _is_bearer(value: str) -> bool:
 def is_b64token(token: str) -> bool:
     """Whether `token` is an RFC 6750 b64token: what `[A-Za-z0-9\\-._~+/]+=*` fully matches.
 
-    Checked with `bytes.translate`, which deletes the allowed characters in C: a third of the
-    regular expression's cost on a 1 KB token, and this runs on every protected request."""
+    Checked with `bytes.translate`, which deletes the allowed characters in C: cheaper than the
+    regular expression stepping through the token, and this runs on every protected request."""
     body = token.rstrip("=")
     return (
         bool(body)

@@ -7,8 +7,8 @@ request. Buckets run from a tenth of a millisecond (a cached-token denial) to te
 
 What every request records (its answer, its duration, the upstream's duration, a denial) is
 tallied in plain numbers and handed to prometheus-client in batches: its `inc()` and `observe()`
-take a lock and, under `--workers`, write a memory-mapped file on every call, 5 µs per request
-with one process and 10 µs with several, where a tally costs 1 µs. The tallies are flushed when
+take a lock and, under `--workers`, write a memory-mapped file on every call, which costs a
+request several times what a tally does, and more with workers. The tallies are flushed when
 the registry is collected (a scrape of the admin port sees every request answered before it)
 and every `FLUSH_SECONDS` by the gateway, which is how a worker's counts reach the files the
 supervisor serves. Tallying and flushing both happen on the event loop's thread.

@@ -106,6 +106,7 @@ class Gateway:
 
     async def _forward(self, exchange: Exchange, runtime: Runtime) -> None:
         head = runtime.headers.request_head(exchange)
+        exchange.add_request_id_to_answer()
         try:
             await upstream.forward(self._pool, exchange, head)
         except BodyTooLarge as too_large:

@@ -50,7 +50,9 @@ class Exchange:
     upstream_failure: UpstreamFailureKind | None = None
     upstream_seconds: float | None = None
 
-    def __post_init__(self) -> None:
+    def add_request_id_to_answer(self) -> None:
+        """The request id goes back with the upstream's answer (scopegate's own answers carry it
+        already); added only once the request is forwarded, so a denial costs nothing here."""
         self.answer_headers.append((_REQUEST_ID, self.request_id.encode("ascii")))
 
     @property

@@ -113,13 +113,7 @@ class RunningGateway:
         session = new_session()
         pool = UpstreamPool()
         gateway = Gateway(Runtime.build(config, session, metrics), pool, metrics)
-        admin = (
-            web.AppRunner(
-                admin_app(metrics.registry, lambda: gateway.runtime.not_ready()), access_log=None
-            )
-            if serve_admin
-            else None
-        )
+        admin = _admin_runner(gateway, metrics) if serve_admin else None
         public: Listener | None = None
         # Under a supervisor this is how a worker's counts reach the files the admin port reads.
         flushing = asyncio.create_task(_flush_every(metrics, FLUSH_SECONDS))
@@ -127,20 +121,48 @@ class RunningGateway:
             await gateway.runtime.start()
             public = await _listen(_settings(gateway, metrics, config), config, public_socket)
             if admin is not None:
-                await admin.setup()
-                await web.TCPSite(admin, config.admin_listen.host, config.admin_listen.port).start()
+                await _open_admin_port(admin, config)
             yield cls(gateway, metrics, public, admin, session)
         finally:
-            if public is not None:
-                await public.stop(shutdown_grace)  # stop accepting, let requests in flight end
-            flushing.cancel()
-            metrics.flush()  # the last requests' counts, before a worker's process ends
-            logs.flush()  # and their access lines
-            if admin is not None:
-                await admin.cleanup()
-            await gateway.runtime.retire()
-            await session.close()
-            pool.close()
+            await _drain(public, flushing, metrics, shutdown_grace)
+            await _close(admin, gateway, session, pool)
+
+
+def _admin_runner(gateway: Gateway, metrics: Metrics) -> web.AppRunner:
+    return web.AppRunner(
+        admin_app(metrics.registry, lambda: gateway.runtime.not_ready()), access_log=None
+    )
+
+
+async def _open_admin_port(admin: web.AppRunner, config: Config) -> None:
+    await admin.setup()
+    await web.TCPSite(admin, config.admin_listen.host, config.admin_listen.port).start()
+
+
+async def _drain(
+    public: Listener | None, flushing: asyncio.Task[None], metrics: Metrics, grace: float
+) -> None:
+    """Stop taking requests, let those in flight end, and record what they did."""
+    if public is not None:
+        await public.stop(grace)
+    flushing.cancel()
+    metrics.flush()  # the last requests' counts, before a worker's process ends
+    logs.flush()  # and their access lines
+
+
+async def _close(
+    admin: web.AppRunner | None,
+    gateway: Gateway,
+    session: aiohttp.ClientSession,
+    pool: UpstreamPool,
+) -> None:
+    """Release the admin port, the current generation's key stores, the session that fetches
+    keys and the upstream connection pool."""
+    if admin is not None:
+        await admin.cleanup()
+    await gateway.runtime.retire()
+    await session.close()
+    pool.close()
 
 
 async def _flush_every(metrics: Metrics, seconds: float) -> None:

@@ -39,7 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"scopegate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Added in the order `scopegate --help` lists them.
+    _add_serve_command(commands)
+    _add_check_command(commands)
+    _add_demo_command(commands)
+    _add_token_command(commands)
+    _add_explain_command(commands)
+    return parser
 
+
+def _add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser(
         "serve",
         help="run the gateway",
@@ -57,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--worker-state", type=Path, help=argparse.SUPPRESS)
 
+
+def _add_check_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = commands.add_parser(
         "check",
         help="validate a configuration file and print its route table",
@@ -64,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_option(check)
 
+
+def _add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser(
         "demo",
         help="run an issuer, a contacts API and the gateway on loopback, and show what it does",
@@ -73,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080, help="gateway port (0: any free port)")
     demo.add_argument("--admin-port", type=int, default=9100, help="admin port (0: any free port)")
 
+
+def _add_token_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token = commands.add_parser(
         "token",
         help="mint a signed development token",
@@ -88,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--scopes", default="", help='space-separated scopes, e.g. "read:contacts"')
     token.add_argument("--lifetime", type=int, default=300, help="seconds until exp (default 300)")
 
+
+def _add_explain_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     explain = commands.add_parser(
         "explain",
         help="say which route a request meets and whether it would be allowed",
@@ -100,7 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
     grants = explain.add_mutually_exclusive_group()
     grants.add_argument("--token", help="a bearer token, verified against its issuer's keys")
     grants.add_argument("--scopes", help='the scopes to assume, e.g. "read:contacts"')
-    return parser
 
 
 def _serve(path: Path, workers: int, worker_fd: int | None, worker_state: Path | None) -> int:
@@ -131,36 +147,46 @@ def _demo(port: int, admin_port: int) -> int:
     return 0
 
 
+def _check(path: Path) -> int:
+    from scopegate.commands.explain import run_check
+
+    return run_check(path, sys.stdout, sys.stderr)
+
+
+def _explain(path: Path, method: str, target: str, token: str | None, scopes: str | None) -> int:
+    from scopegate.commands.explain import run_explain
+
+    return run_explain(path, method, target, token, scopes, sys.stdout, sys.stderr)
+
+
+def _token(args: argparse.Namespace) -> int:
+    from scopegate.devtools.token_command import run_token
+
+    return run_token(
+        key=args.key,
+        kid=args.kid,
+        alg=args.alg,
+        issuer=args.issuer,
+        audience=args.audience,
+        subject=args.subject,
+        scopes=args.scopes,
+        lifetime=args.lifetime,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = Path(getattr(args, "config", None) or default_config_path())
     if args.command == "serve":
         return _serve(path, args.workers, args.worker_fd, args.worker_state)
     if args.command == "check":
-        from scopegate.commands.explain import run_check
-
-        return run_check(path, sys.stdout, sys.stderr)
+        return _check(path)
     if args.command == "explain":
-        from scopegate.commands.explain import run_explain
-
-        return run_explain(
-            path, args.method, args.path, args.token, args.scopes, sys.stdout, sys.stderr
-        )
+        return _explain(path, args.method, args.path, args.token, args.scopes)
     if args.command == "demo":
         return _demo(args.port, args.admin_port)
     if args.command == "token":
-        from scopegate.devtools.token_command import run_token
-
-        return run_token(
-            key=args.key,
-            kid=args.kid,
-            alg=args.alg,
-            issuer=args.issuer,
-            audience=args.audience,
-            subject=args.subject,
-            scopes=args.scopes,
-            lifetime=args.lifetime,
-            out=sys.stdout,
-            err=sys.stderr,
-        )
+        return _token(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse refuses unknown ones

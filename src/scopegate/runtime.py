@@ -66,6 +66,37 @@ def _adopt_or_create(
     return store, True
 
 
+def _key_stores(
+    config: Config,
+    previous: Runtime | None,
+    session: aiohttp.ClientSession,
+    metrics: Metrics,
+) -> tuple[dict[str, JwksStore], tuple[JwksStore, ...]]:
+    """Every configured issuer's key store by issuer name, and those of them new in this
+    generation (the ones `Runtime.start` warms up)."""
+    stores: dict[str, JwksStore] = {}
+    fresh: list[JwksStore] = []
+    for issuer in config.issuers:
+        store, is_new = _adopt_or_create(issuer, config.jwks, previous, session, metrics)
+        stores[issuer.issuer] = store
+        if is_new:
+            fresh.append(store)
+    return stores, tuple(fresh)
+
+
+def _verifier(
+    config: Config, stores: dict[str, JwksStore], previous: Runtime | None
+) -> TokenVerifier:
+    """The generation's verifier; it adopts `previous`'s cached verdicts when they still hold."""
+    return TokenVerifier(
+        config.issuers,
+        stores,
+        cache_size=config.limits.token_cache_size,
+        kept_claims=kept_claims(config.forward),
+        carry_over=previous.verifier if previous is not None else None,
+    )
+
+
 @dataclass(eq=False)
 class Runtime:
     config: Config
@@ -93,26 +124,14 @@ class Runtime:
         if compiled is None:
             compiled = compile_routes(config.routes)
         raise_route_errors(compiled)
-        stores: dict[str, JwksStore] = {}
-        fresh: list[JwksStore] = []
-        for issuer in config.issuers:
-            store, is_new = _adopt_or_create(issuer, config.jwks, previous, session, metrics)
-            stores[issuer.issuer] = store
-            if is_new:
-                fresh.append(store)
+        stores, fresh = _key_stores(config, previous, session, metrics)
         return cls(
             config=config,
             routes=compiled.table,
-            verifier=TokenVerifier(
-                config.issuers,
-                stores,
-                cache_size=config.limits.token_cache_size,
-                kept_claims=kept_claims(config.forward),
-                carry_over=previous.verifier if previous is not None else None,
-            ),
+            verifier=_verifier(config, stores, previous),
             key_stores=stores,
             headers=HeaderPolicy(config.forward),
-            fresh_stores=tuple(fresh),
+            fresh_stores=fresh,
         )
 
     async def start(self) -> None:

@@ -150,20 +150,18 @@ async def explain(
     match = _match(routes, method, raw_target, lines)
     if match is None:
         return Verdict(lines, allowed=False)
-    route = match.route
-    if route.auth == "none":
+    if match.route.auth == "none":
         lines.append("verdict: ALLOW (public route)")
         return Verdict(lines, allowed=True)
+    return await _scope_verdict(config, match.route, token, scopes, lines)
+
+
+async def _scope_verdict(
+    config: Config, route: Route, token: str | None, scopes: str | None, lines: list[str]
+) -> Verdict:
+    """Whether what the request is granted meets what `route` requires."""
     try:
-        if token is not None:
-            principal = await _principal(config, token, route.audience)
-            lines.append(f"token: valid, issuer {principal.issuer}, subject {principal.subject}")
-            granted = principal.scopes
-        elif scopes is not None:
-            granted = frozenset(scopes.split())
-        else:
-            lines.append("token: none given (use --token or --scopes)")
-            raise Denied(Reason.MISSING_TOKEN, "no token")
+        granted = await _granted(config, route, token, scopes, lines)
         lines.append(f"grants: {' '.join(sorted(granted)) or '(no scopes)'}")
         require(route.scopes, granted)
     except Denied as denied:
@@ -171,6 +169,20 @@ async def explain(
         return Verdict(lines, allowed=False)
     lines.append("verdict: ALLOW")
     return Verdict(lines, allowed=True)
+
+
+async def _granted(
+    config: Config, route: Route, token: str | None, scopes: str | None, lines: list[str]
+) -> frozenset[str]:
+    """The scopes a verified `token` grants, or the `scopes` assumed; `Denied` if neither."""
+    if token is not None:
+        principal = await _principal(config, token, route.audience)
+        lines.append(f"token: valid, issuer {principal.issuer}, subject {principal.subject}")
+        return principal.scopes
+    if scopes is not None:
+        return frozenset(scopes.split())
+    lines.append("token: none given (use --token or --scopes)")
+    raise Denied(Reason.MISSING_TOKEN, "no token")
 
 
 def run_explain(

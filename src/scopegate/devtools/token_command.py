@@ -14,7 +14,7 @@ from typing import TextIO
 import aiohttp
 
 from scopegate.devtools.issuer import DEV_TOKEN_ENDPOINT
-from scopegate.devtools.keys import load_pem
+from scopegate.devtools.keys import SigningKey, load_pem
 from scopegate.devtools.tokens import mint
 from scopegate.errors import ScopegateError
 
@@ -48,6 +48,19 @@ async def _from_demo_issuer(
     return token
 
 
+def _signed_with(
+    key: SigningKey, issuer: str, audience: str, subject: str, scopes: str, lifetime: int
+) -> str:
+    return mint(
+        key,
+        issuer=issuer,
+        audience=audience,
+        subject=subject,
+        scopes=tuple(scopes.split()),
+        lifetime=lifetime,
+    )
+
+
 def run_token(
     *,
     key: Path | None,
@@ -66,14 +79,7 @@ def run_token(
             token = asyncio.run(_from_demo_issuer(issuer, audience, subject, scopes, lifetime))
         else:
             signing_key = load_pem(key, kid=kid, alg=alg)
-            token = mint(
-                signing_key,
-                issuer=issuer,
-                audience=audience,
-                subject=subject,
-                scopes=tuple(scopes.split()),
-                lifetime=lifetime,
-            )
+            token = _signed_with(signing_key, issuer, audience, subject, scopes, lifetime)
     except (TokenRefused, OSError, ValueError) as exc:
         print(f"scopegate token: {exc}", file=err)
         return 1

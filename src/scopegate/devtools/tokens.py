@@ -36,21 +36,36 @@ def mint(
     `headers` likewise over `{"kid": key.kid}` and PyJWT's `{"typ": "JWT"}`.
     """
     issued = int(time.time()) if now is None else now
-    claims: dict[str, Any] = {
+    claims = _registered_claims(issuer, subject, audience, issued, lifetime)
+    if scopes is not None:
+        claims[scope_claim] = " ".join(scopes)
+    _apply_overrides(claims, extra_claims)
+    return jwt.encode(claims, key.private_key, algorithm=key.alg, headers=_header(key, headers))
+
+
+def _registered_claims(
+    issuer: str, subject: str, audience: str | Sequence[str], issued: int, lifetime: int
+) -> dict[str, Any]:
+    return {
         "iss": issuer,
         "sub": subject,
         "aud": audience if isinstance(audience, str) else list(audience),
         "iat": issued,
         "exp": issued + lifetime,
     }
-    if scopes is not None:
-        claims[scope_claim] = " ".join(scopes)
-    for name, value in (extra_claims or {}).items():
+
+
+def _apply_overrides(claims: dict[str, Any], overrides: Mapping[str, Any] | None) -> None:
+    """A value replaces (or adds) a claim; None drops it."""
+    for name, value in (overrides or {}).items():
         if value is None:
             claims.pop(name, None)
         else:
             claims[name] = value
-    header = {"kid": key.kid, **(headers or {})}
+
+
+def _header(key: SigningKey, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The JWS header: the key's `kid`, then `overrides`."""
+    header = {"kid": key.kid, **(overrides or {})}
     # None drops a member; PyJWT itself drops `typ` (its default "JWT") only when given None.
-    header = {name: value for name, value in header.items() if value is not None or name == "typ"}
-    return jwt.encode(claims, key.private_key, algorithm=key.alg, headers=header)
+    return {name: value for name, value in header.items() if value is not None or name == "typ"}

@@ -192,6 +192,24 @@ class _Plan:
     token_type: str | None  # already a `_media_type`
 
 
+def _plans(issuers: Sequence[Issuer], key_sources: Mapping[str, KeySource]) -> dict[str, _Plan]:
+    """Each issuer's plan, by the issuer's name (a token's `iss`)."""
+    return {
+        issuer.issuer: _Plan(
+            issuer,
+            key_sources[issuer.issuer],
+            None if issuer.token_type is None else _media_type(issuer.token_type),
+        )
+        for issuer in issuers
+    }
+
+
+def _interned(names: Collection[str] | None) -> frozenset[str] | None:
+    """The names of the claims kept, interned as a parsed token's claim names are, so looking
+    one up in a token's claims meets the very same string."""
+    return None if names is None else frozenset(map(sys.intern, names))
+
+
 class TokenVerifier:
     """Verifies tokens of the configured issuers, each with its own key source."""
 
@@ -212,18 +230,11 @@ class TokenVerifier:
         `carry_over`: a verifier whose remembered verdicts this one adopts if they are still
         true here, that is when both verify the same way against the very same key sources
         (a reload that changed only routes or upstreams keeps every client's token warm)."""
-        self._plans = {
-            issuer.issuer: _Plan(
-                issuer,
-                key_sources[issuer.issuer],
-                None if issuer.token_type is None else _media_type(issuer.token_type),
-            )
-            for issuer in issuers
-        }
+        self._plans = _plans(issuers, key_sources)
         self._sources = tuple(plan.keys for plan in self._plans.values())
         self._clock = clock
         self._shared_values: dict[object, Any] = {}
-        self._kept = None if kept_claims is None else frozenset(map(sys.intern, kept_claims))
+        self._kept = _interned(kept_claims)
         self._kept_order = () if self._kept is None else tuple(sorted(self._kept))
         self._cache_size = cache_size
         self._verified: VerifiedTokens[Principal] = (

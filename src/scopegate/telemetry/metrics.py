@@ -94,6 +94,20 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         registry.register(_FlushOnCollect(self))
+        # A registry exposes its metrics in registration order: keep the families in this one.
+        self._declare_request_metrics(registry)
+        self._declare_upstream_metrics(registry)
+        self._declare_key_metrics(registry)
+        self._declare_process_metrics(registry)
+
+        # One tally per label set, its label children looked up once: `labels()` validates and
+        # locks on every call. The registry keeps each child for good anyway, so these maps
+        # grow no further than it does (label values are bounded: see above).
+        self._answered: dict[tuple[str, str, int], _Tally] = {}
+        self._upstream_durations: dict[str, _Tally] = {}
+        self._denials: dict[tuple[str, Reason], _Tally] = {}
+
+    def _declare_request_metrics(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "scopegate_requests_total",
             "Requests answered, by route, method and status code.",
@@ -113,6 +127,8 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+
+    def _declare_upstream_metrics(self, registry: CollectorRegistry) -> None:
         self.upstream_duration = Histogram(
             "scopegate_upstream_duration_seconds",
             "Time spent on the upstream exchange, body streaming included.",
@@ -126,6 +142,8 @@ class Metrics:
             ["upstream", "reason"],
             registry=registry,
         )
+
+    def _declare_key_metrics(self, registry: CollectorRegistry) -> None:
         self.jwks_fetches = Counter(
             "scopegate_jwks_fetches_total",
             "Key set fetches per issuer, by result.",
@@ -146,6 +164,8 @@ class Metrics:
             registry=registry,
             multiprocess_mode="max",
         )
+
+    def _declare_process_metrics(self, registry: CollectorRegistry) -> None:
         self.config_reloads = Counter(
             "scopegate_config_reloads_total",
             "Configuration reloads, by result.",
@@ -160,13 +180,6 @@ class Metrics:
             multiprocess_mode="max",
         )
         self.build_info.labels(version=__version__).set(1)
-
-        # One tally per label set, its label children looked up once: `labels()` validates and
-        # locks on every call. The registry keeps each child for good anyway, so these maps
-        # grow no further than it does (label values are bounded: see above).
-        self._answered: dict[tuple[str, str, int], _Tally] = {}
-        self._upstream_durations: dict[str, _Tally] = {}
-        self._denials: dict[tuple[str, Reason], _Tally] = {}
 
     def flush(self) -> None:
         """Hand every tally to prometheus-client."""

@@ -64,14 +64,13 @@ async def _send(
     just as the request went out (its keep-alive timeout racing our reuse) is retried once on a
     new one, for an idempotent request without a body (RFC 9110 §9.2.2): repeating it is safe,
     and the upstream most likely never saw it. Anything else is a 502, as nginx does."""
-    has_body = request.body_exists
     fresh = False
     while True:
         connection, reused = await pool.acquire(upstream, fresh=fresh)  # or UpstreamUnreachable
         try:
             connection.begin(head_only=request.method == "HEAD")
             connection.write(head)
-            if has_body:
+            if request.body_exists:
                 await _send_body(request, connection, chunked=request.content_length is None,
                                  limit=body_limit, max_wait=upstream.timeout)  # fmt: skip
             await connection.read_head(upstream.timeout)
@@ -81,18 +80,22 @@ async def _send(
                 connection.close_after_answer()
                 return connection  # it answered before it stopped reading: relay that answer
             connection.close()
-            if (
-                reused
-                and not has_body
-                and not connection.received_any
-                and request.method in IDEMPOTENT_METHODS
-            ):
-                fresh = True
-                continue
-            raise
+            if not (reused and _safe_to_repeat(request, connection)):
+                raise
+            fresh = True
         except BaseException:
             connection.close()
             raise
+
+
+def _safe_to_repeat(request: Request, connection: UpstreamConnection) -> bool:
+    """Whether a request the upstream closed on may go again on a new connection: no body was
+    sent, the upstream sent nothing back, and the method is idempotent."""
+    return (
+        not request.body_exists
+        and not connection.received_any
+        and request.method in IDEMPOTENT_METHODS
+    )
 
 
 async def _send_body(
@@ -132,7 +135,7 @@ async def _relay(
     if length is not None and length <= SMALL_BODY and _has_body(request, answer.status):
         # A small answer of known length is read whole and sent in one write with its head:
         # one system call instead of three, and a failure while reading is still a clean 502.
-        body = await _read_all(connection, max_wait)  # a failure here is still a clean 502/504
+        body = await _read_all(connection, max_wait)
         request.answer(Answer(answer.status, headers, body, answer.reason))
         return True
     request.start(answer.status, answer.reason, headers, length)

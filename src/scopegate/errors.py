@@ -9,10 +9,10 @@
     │   ├── ClientGone          the client closed, or took nothing it was sent
     │   ├── BodyStalled         seconds the body stood still
     │   └── BodyTooLarge        limit: the route's body limit, passed while streaming
-    └── UpstreamError           the upstream failed; `kind` (the metric's reason) and `status`
-        ├── UpstreamUnreachable   cause: why no connection could be made       502 connect
+    └── UpstreamError           cause; `kind` (the metric's reason), `status`, `detail`
+        ├── UpstreamUnreachable   why no connection could be made              502 connect
         ├── UpstreamTimeout       seconds the upstream stood still             504 timeout
-        └── UpstreamClosed        cause: what ended the connection too early   502 reset
+        └── UpstreamClosed        what ended the connection too early          502 reset
 
 `str()` of a leaf is for logs and operators; `UpstreamError.detail` is the sentence a client
 may read in the problem answer (it never names an address or a library).
@@ -66,12 +66,17 @@ class BodyTooLarge(ClientError):
 
 
 class UpstreamError(ScopegateError):
-    """The upstream could not be reached or did not answer whole. `kind` is the reason label of
-    `scopegate_upstream_errors_total`, `status` the answer when nothing was sent yet."""
+    """The upstream could not be reached or did not answer whole, because of `cause`. `kind` is
+    the reason label of `scopegate_upstream_errors_total`, `status` the answer when nothing was
+    sent yet, `detail` what the client is told."""
 
     kind: ClassVar[UpstreamFailureKind]
     status: ClassVar[int]
     detail: ClassVar[str]
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
 
 
 class UpstreamUnreachable(UpstreamError):
@@ -80,10 +85,6 @@ class UpstreamUnreachable(UpstreamError):
     kind = "connect"
     status = 502
     detail = "the upstream could not be reached"
-
-    def __init__(self, cause: str) -> None:
-        super().__init__(cause)
-        self.cause = cause
 
 
 class UpstreamTimeout(UpstreamError):
@@ -104,7 +105,3 @@ class UpstreamClosed(UpstreamError):
     kind = "reset"
     status = 502
     detail = "the upstream closed the connection"
-
-    def __init__(self, cause: str) -> None:
-        super().__init__(cause)
-        self.cause = cause

@@ -5,6 +5,7 @@
     ├── ConfigErrors            a file refused: every problem, positioned (`config.errors`)
     ├── PatternError            a route path that is not a pattern (`pipeline.patterns`)
     ├── KeyFetchError           url, reason: discovery or JWKS fetch failed
+    ├── TokenRefused            the demo issuer would not mint a token (`devtools`)
     ├── ClientError             the client side of an exchange ended early
     │   ├── ClientGone          the client closed, or took nothing it was sent
     │   ├── BodyStalled         seconds the body stood still

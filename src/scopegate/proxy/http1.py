@@ -6,8 +6,8 @@ is the whole client: no cookie jar, no redirects, no decompression, no URL objec
 which is where a general-purpose client spends most of a proxy's time.
 
 Flow control both ways: reading pauses while more than `READ_HIGH_WATER` bytes of an answer wait
-for the client, and writers wait in `drain` while the transport's buffer is full, so a large
-body never piles up in memory.
+for the client, and writers wait in `drain` (a `WriteFlow`, as the server's answers do) while
+the transport's buffer is full, so a large body never piles up in memory.
 
 Usage (one exchange; `pool.py` hands out connections)::
 
@@ -27,7 +27,8 @@ from typing import cast
 import httptools
 
 from scopegate.errors import UpstreamClosed, UpstreamTimeout
-from scopegate.wire.inbox import Inbox, wait_at_most
+from scopegate.wire.flow import WriteFlow
+from scopegate.wire.inbox import Inbox
 
 READ_HIGH_WATER = 256 * 1024  # buffered answer bytes before the socket stops being read
 MAX_HEAD_BYTES = 65_536  # an answer's status line and headers (1xx ones included)
@@ -64,8 +65,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._head: AnswerHead | None = None
         self._body = self._new_inbox()
-        self._writing_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
+        self._flow = WriteFlow(loop)
         self._keep_alive = False
         self._spoiled = False  # bytes after a complete answer, an unsent body: never reuse
         self._failure: Exception | None = None
@@ -97,11 +97,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Wait while the socket's send buffer is full (at most `max_wait` seconds at a time)."""
         if self._failure is not None:
             raise self._failure
-        if not self._writing_paused:
-            return
-        waiter = self._loop.create_future()
-        self._drain_waiter = waiter
-        await wait_at_most(waiter, max_wait, UpstreamTimeout)
+        await self._flow.drain(max_wait, UpstreamTimeout)
 
     @property
     def head_arrived(self) -> bool:
@@ -154,9 +150,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._failure is None:
             self._failure = failure
         self._body.fail(failure)
-        drain = self._drain_waiter
-        if drain is not None and not drain.done():
-            drain.set_exception(failure)
+        self._flow.fail(failure)
 
     # asyncio.Protocol
 
@@ -203,18 +197,13 @@ class UpstreamConnection(asyncio.Protocol):
             self._body.finish()
         elif not done:
             self._fail(UpstreamClosed("the upstream closed the connection"))
-        drain = self._drain_waiter
-        if drain is not None and not drain.done():
-            drain.set_exception(self._failure or UpstreamClosed("the upstream closed"))
+        self._flow.fail(self._failure or UpstreamClosed("the upstream closed"))
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        self._flow.pause()
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
-        drain = self._drain_waiter
-        if drain is not None and not drain.done():
-            drain.set_result(None)
+        self._flow.resume()
 
     # httptools callbacks
 

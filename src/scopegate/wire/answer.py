@@ -1,7 +1,7 @@
 """A complete answer as scopegate sends it: status, headers as wire bytes, a body held in memory.
 
 Denials, upstream failures and small upstream answers are all `Answer`s; the server
-(`server/connection.py`) adds the framing (`Content-Length`, `Connection`, `Date`) when it
+(`server/request.py`) adds the framing (`Content-Length`, `Connection`, `Date`) when it
 writes one, so no answer can carry framing that disagrees with its body.
 """
 

@@ -60,10 +60,9 @@ async def _send(
     head: bytes,
     body_limit: int,
 ) -> UpstreamConnection:
-    """A connection whose answer's head has arrived. A kept-alive connection the upstream closed
-    just as the request went out (its keep-alive timeout racing our reuse) is retried once on a
-    new one, for an idempotent request without a body (RFC 9110 §9.2.2): repeating it is safe,
-    and the upstream most likely never saw it. Anything else is a 502, as nginx does."""
+    """A connection whose answer's head has arrived. A request the upstream closed a kept-alive
+    connection under (its keep-alive timeout racing our reuse) goes once more on a new one when
+    repeating it is safe (RFC 9110 §9.2.2); anything else is a 502, as nginx does."""
     fresh = False
     while True:
         connection, reused = await pool.acquire(upstream, fresh=fresh)  # or UpstreamUnreachable
@@ -71,8 +70,7 @@ async def _send(
             connection.begin(head_only=request.method == "HEAD")
             connection.write(head)
             if request.body_exists:
-                await _send_body(request, connection, chunked=request.content_length is None,
-                                 limit=body_limit, max_wait=upstream.timeout)  # fmt: skip
+                await _send_body(request, connection, body_limit, upstream.timeout)
             await connection.read_head(upstream.timeout)
             return connection
         except UpstreamClosed:
@@ -99,15 +97,12 @@ def _safe_to_repeat(request: Request, connection: UpstreamConnection) -> bool:
 
 
 async def _send_body(
-    request: Request,
-    connection: UpstreamConnection,
-    *,
-    chunked: bool,
-    limit: int,
-    max_wait: float,
+    request: Request, connection: UpstreamConnection, limit: int, max_wait: float
 ) -> None:
-    """Stream the client's body, stopping past `limit` bytes or once the upstream has answered
-    (an early 413 or 401 is relayed; the connection is then closed, not reused)."""
+    """Stream the client's body (chunked when it came without a length), stopping past `limit`
+    bytes or once the upstream has answered (an early 413 or 401 is relayed; the connection is
+    then closed, not reused)."""
+    chunked = request.content_length is None
     received = 0
     while chunk := await request.body.read():
         received += len(chunk)

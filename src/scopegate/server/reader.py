@@ -26,7 +26,7 @@ from typing import Protocol
 
 import httptools
 
-from scopegate.errors import BodyStalled
+from scopegate.errors import BodyStalled, ScopegateError
 from scopegate.reasons import Denied, Reason
 from scopegate.server.pauses import FOR_QUEUE, STOPPED, ReadPauses
 from scopegate.server.phase import Phase, framing_too_large, trailers_too_large
@@ -51,7 +51,7 @@ class Owner(Channel, Protocol):
         """End the connection once the request being answered is."""
 
 
-class _Refused(Exception):
+class _Refused(ScopegateError):
     """Raised in a parser callback to stop parsing; the reason is in `_refusal`."""
 
 

@@ -4,7 +4,10 @@
 
 A denial is raised as `Denied` by whichever stage refuses and caught here once; the same value
 makes the answer, the metric and the access-log line. A denied request never reaches an upstream:
-forwarding is the last line of `handle`, after every check has passed.
+forwarding is the last step, after every check has passed. The one exception is asked for: on a
+report-only route (`enforce: report`) a denial by the token checks (bearer, verify, scopes) is
+counted as a shadow denial and the request goes on; its shape (framing, target, route, method,
+body limit) is checked as everywhere, and only a verified token's identity is forwarded.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from scopegate.config.model import Route
 from scopegate.errors import BodyStalled, BodyTooLarge, UpstreamError
-from scopegate.pipeline import ANONYMOUS, Principal, RouteMatch
+from scopegate.pipeline import RouteMatch
 from scopegate.pipeline.bearer import extract_bearer
 from scopegate.pipeline.scopes import require
 from scopegate.pipeline.target import parse_target
@@ -80,7 +84,14 @@ class Gateway:
         match = runtime.routes.match(request.method, target.path)
         route = match.route
         exchange.route = route.name
-        exchange.principal = await self._authenticate(request, runtime, match)
+        try:
+            await self._authenticate(exchange, runtime, route)
+        except Denied as denied:
+            if route.enforce != "report":
+                raise
+            # Report-only: forwarded, identity headers only if the token was verified.
+            exchange.shadow_reason = denied.reason
+            self._metrics.shadow_denied(route.name, denied.reason)
         exchange.body_limit = _body_limit(request, match, limits.max_body_bytes)
         expect = request.header(b"expect")
         if expect is not None and request.version == (1, 1) and expect.lower() == "100-continue":
@@ -91,18 +102,14 @@ class Gateway:
         exchange.target = upstream.base_path + path + query
         await self._forward(exchange, runtime)
 
-    async def _authenticate(
-        self, request: Request, runtime: Runtime, match: RouteMatch
-    ) -> Principal:
-        route = match.route
+    async def _authenticate(self, exchange: Exchange, runtime: Runtime, route: Route) -> None:
+        """The token's principal into `exchange` once verified, then its scopes checked."""
         if route.auth == "none":
-            return ANONYMOUS
-        token = extract_bearer(
-            request.header_values(b"authorization"), runtime.config.limits.max_token_bytes
-        )
-        principal = await runtime.verifier.verify(token, audience=route.audience)
-        require(route.scopes, principal.scopes)
-        return principal
+            return
+        headers = exchange.request.header_values(b"authorization")
+        token = extract_bearer(headers, runtime.config.limits.max_token_bytes)
+        exchange.principal = await runtime.verifier.verify(token, audience=route.audience)
+        require(route.scopes, exchange.principal.scopes)
 
     async def _forward(self, exchange: Exchange, runtime: Runtime) -> None:
         head = runtime.headers.request_head(exchange)
@@ -130,7 +137,7 @@ class Gateway:
             route=exchange.route,
             status=status,
             decision=exchange.decision,
-            reason=str(exchange.reason) if exchange.reason else exchange.error,
+            reason=exchange.logged_reason,
             subject=exchange.principal.subject,
             client_id=exchange.principal.client_id,
             upstream=upstream_name,

@@ -200,3 +200,21 @@ def test_token_without_a_key_refuses_an_issuer_that_is_not_a_demo(tmp_path: Path
     assert result.returncode == 1
     assert "scopegate token:" in result.stderr
     assert result.stdout == ""
+
+
+def test_check_and_explain_show_report_only_routes(tmp_path: Path) -> None:
+    """A report-only file: the table marks its routes, and explain says what enforcing would
+    deny (exit 1) while telling that the request is forwarded."""
+    config = tmp_path / "report.yaml"
+    config.write_text(EXAMPLE.read_text().replace("\nroutes:\n", "\nenforce: report\nroutes:\n", 1))
+    checked = run("check", "-c", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert re.search(r"list-contacts .*read:contacts \[report only\]", checked.stdout), (
+        checked.stdout
+    )
+    explained = run(
+        "explain", "-c", str(config), "DELETE", "/contacts/7", "--scopes", "read:contacts"
+    )
+    assert explained.returncode == 1, explained.stdout + explained.stderr
+    assert "verdict: SHADOW DENY insufficient_scope" in explained.stdout
+    assert "report only: forwarded" in explained.stdout

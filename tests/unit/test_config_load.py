@@ -300,3 +300,15 @@ def test_catalogue_warnings_name_undeclared_and_unused_scopes() -> None:
         'gw.yaml:36:5: route "ANY /x/{rest*}" requires scope "c", not declared in scopes:',
         'gw.yaml:22:3: scope "write:contacts" is declared in scopes: but no route requires it',
     ]
+
+
+def test_enforce_report_is_every_route_s_default_and_a_route_may_keep_enforcing() -> None:
+    text = MINIMAL.replace("routes:\n", "enforce: report\nroutes:\n", 1)
+    config = load_config_text(text, "m.yaml", {})
+    assert config.enforce == "report"
+    assert {route.enforce for route in config.routes} == {"report"}
+    strict = text + "  - path: /strict\n    upstream: api\n    enforce: enforce\n"
+    routes = {route.path: route.enforce for route in load_config_text(strict, "m.yaml", {}).routes}
+    assert routes["/strict"] == "enforce"
+    assert set(routes.values()) == {"report", "enforce"}
+    assert {r.enforce for r in load_config_text(MINIMAL, "m.yaml", {}).routes} == {"enforce"}

@@ -31,7 +31,8 @@ def describe_rule(route: Route) -> str:
     """The route's requirement as an operator reads it: `a b` is both, `a | b` either."""
     if route.auth == "none":
         return "(public: no token)"
-    return describe_scopes(route.scopes)
+    rule = describe_scopes(route.scopes)
+    return f"{rule} [report only]" if route.enforce == "report" else rule
 
 
 def describe_scopes(rule: ScopeRule) -> str:
@@ -165,7 +166,12 @@ async def _scope_verdict(
         lines.append(f"grants: {' '.join(sorted(granted)) or '(no scopes)'}")
         require(route.scopes, granted)
     except Denied as denied:
-        lines.append(f"verdict: DENY {denied.reason.status} {denied.reason}: {denied.detail}")
+        if route.enforce == "report":
+            # Forwarded all the same: the exit status says what enforcing would do.
+            lines.append(f"verdict: SHADOW DENY {denied.reason}: {denied.detail} (report only: "
+                         "forwarded, counted in scopegate_shadow_denials_total)")  # fmt: skip
+        else:
+            lines.append(f"verdict: DENY {denied.reason.status} {denied.reason}: {denied.detail}")
         return Verdict(lines, allowed=False)
     lines.append("verdict: ALLOW")
     return Verdict(lines, allowed=True)

@@ -190,7 +190,7 @@ def route(b: Builder, path: Path) -> Route | None:
     spec = b.doc.trusted(path)
     methods = _methods(b, (*path, "methods"), spec.get("methods"))
     if spec.get("auth") == "none":
-        for key in ("scopes", "audience"):
+        for key in ("scopes", "audience", "enforce"):
             if spec.get(key) is not None:
                 b.error((*path, key), "contradicts auth: none, which checks no token")
     _check_strip_prefix(b, path, spec)
@@ -204,9 +204,16 @@ def route(b: Builder, path: Path) -> Route | None:
         upstream=b.shared(spec["upstream"]),
         methods=b.shared(methods),
         scopes=b.shared(scope_rule(spec.get("scopes"))),
+        enforce=spec.get("enforce") or default_enforcement(b),
         max_body_bytes=None if body is None else int(body),  # the schema lets 1.0 through
         source=b.doc.source(path),
     )
+
+
+def default_enforcement(b: Builder) -> Literal["enforce", "report"]:
+    """The top-level `enforce`, which every route without its own takes."""
+    value = b.doc.get(("enforce",))
+    return "report" if value == "report" else "enforce"
 
 
 def _check_strip_prefix(b: Builder, path: Path, spec: dict[str, Any]) -> None:

@@ -139,6 +139,7 @@ def _assemble(b: Builder) -> Config:
         scopes=scopes,
         scope_sources=scope_sources,
         forward=build.forwarding(b),
+        enforce=build.default_enforcement(b),
         file=doc.file,
     )
 

@@ -144,6 +144,9 @@ class Route:
     upstream: str
     methods: frozenset[str] | None = None
     auth: Literal["required", "none"] = "required"
+    # report: what the token, audience and scope checks would deny is forwarded, and counted as
+    # a shadow denial (SPEC §6.6); the request's own shape is checked either way.
+    enforce: Literal["enforce", "report"] = "enforce"
     scopes: ScopeRule = NO_SCOPES
     audience: str | None = None  # replaces the issuers' `audiences` for this route
     strip_prefix: str | None = None
@@ -170,4 +173,5 @@ class Config:
     scopes: Mapping[str, str] = field(default_factory=dict)  # catalogue: scope -> description
     scope_sources: Mapping[str, Source] = field(default_factory=dict)  # where each was declared
     forward: Forwarding = field(default_factory=Forwarding)
+    enforce: Literal["enforce", "report"] = "enforce"  # the default of every route
     file: str = "<built-in>"

@@ -46,6 +46,7 @@ class Exchange:
     # upstream failure's kind); what the upstream failed with, even midway through a relay; how
     # long the upstream took, when it was asked.
     reason: Reason | None = None
+    shadow_reason: Reason | None = None  # what a report-only route forwarded anyway
     error: str | None = None
     upstream_failure: UpstreamFailureKind | None = None
     upstream_seconds: float | None = None
@@ -57,5 +58,19 @@ class Exchange:
 
     @property
     def decision(self) -> str:
-        """The access log's `decision`: deny, error or allow."""
-        return "deny" if self.reason else ("error" if self.error else "allow")
+        """The access log's `decision`: deny, error, shadow_deny (forwarded by a report-only
+        route although a check would deny it) or allow."""
+        if self.reason:
+            return "deny"
+        if self.error:
+            return "error"
+        return "shadow_deny" if self.shadow_reason else "allow"
+
+    @property
+    def logged_reason(self) -> str | None:
+        """The access log's `reason`: the denial's, else the error's, else the shadow denial's."""
+        if self.reason:
+            return str(self.reason)
+        if self.error:
+            return self.error
+        return str(self.shadow_reason) if self.shadow_reason else None

@@ -106,6 +106,7 @@ class Metrics:
         self._answered: dict[tuple[str, str, int], _Tally] = {}
         self._upstream_durations: dict[str, _Tally] = {}
         self._denials: dict[tuple[str, Reason], _Tally] = {}
+        self._shadow_denials: dict[tuple[str, Reason], _Tally] = {}
 
     def _declare_request_metrics(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -117,6 +118,13 @@ class Metrics:
         self.denials = Counter(
             "scopegate_denials_total",
             "Requests refused by scopegate itself, by route and the check that failed.",
+            ["route", "reason"],
+            registry=registry,
+        )
+        self.shadow_denials = Counter(
+            "scopegate_shadow_denials_total",
+            "Requests on report-only routes forwarded although a check would deny them, by "
+            "route and the check that failed.",
             ["route", "reason"],
             registry=registry,
         )
@@ -183,7 +191,12 @@ class Metrics:
 
     def flush(self) -> None:
         """Hand every tally to prometheus-client."""
-        for tallies in (self._answered, self._upstream_durations, self._denials):
+        for tallies in (
+            self._answered,
+            self._upstream_durations,
+            self._denials,
+            self._shadow_denials,
+        ):
             for tally in tallies.values():
                 tally.flush()
 
@@ -210,13 +223,11 @@ class Metrics:
         self.upstream_errors.labels(upstream=upstream, reason=reason).inc()
 
     def denied(self, route: str, reason: Reason) -> None:
-        key = (route, reason)
-        tally = self._denials.get(key)
-        if tally is None:
-            tally = self._denials[key] = _Tally(
-                self.denials.labels(route=route, reason=str(reason)), None
-            )
-        tally.count += 1
+        _count_reason(self._denials, self.denials, route, reason)
+
+    def shadow_denied(self, route: str, reason: Reason) -> None:
+        """A report-only route forwarded what `reason` would have denied."""
+        _count_reason(self._shadow_denials, self.shadow_denials, route, reason)
 
     def jwks_fetched(self, issuer: str, ok: bool, key_count: int, at: float | None) -> None:
         self.jwks_fetches.labels(issuer=issuer, result="ok" if ok else "error").inc()
@@ -224,6 +235,17 @@ class Metrics:
             self.jwks_keys.labels(issuer=issuer).set(key_count)
             if at is not None:
                 self.jwks_last_success.labels(issuer=issuer).set(at)
+
+
+def _count_reason(
+    tallies: dict[tuple[str, Reason], _Tally], counter: Counter, route: str, reason: Reason
+) -> None:
+    tally = tallies.get((route, reason))
+    if tally is None:
+        tally = tallies[route, reason] = _Tally(
+            counter.labels(route=route, reason=str(reason)), None
+        )
+    tally.count += 1
 
 
 _KNOWN_METHODS = frozenset(

@@ -64,6 +64,7 @@ def scopegate_metrics() -> CollectorRegistry:
     metrics.answered(ROUTE, "GET", 503, 0.2)
     metrics.denied(ROUTE, Reason.MISSING_TOKEN)
     metrics.denied(ROUTE, Reason.ISSUER_UNAVAILABLE)
+    metrics.shadow_denied(ROUTE, Reason.INSUFFICIENT_SCOPE)
     metrics.upstream_answered(UPSTREAM, 0.003)
     metrics.upstream_failed(UPSTREAM, "timeout")
     metrics.jwks_fetched(ISSUER, ok=True, key_count=2, at=time.time())

@@ -55,6 +55,7 @@ class Case:
     status: int = 200
     workers: int = 1
     connections: int = 1  # keep-alive connections the requests take turns on
+    enforce: str = "enforce"  # report: every route report-only (SPEC §6.6)
 
 
 CASES = [
@@ -63,6 +64,13 @@ CASES = [
     Case("scopegate, valid token (warm)", "scopegate", token="warm"),
     Case("scopegate, a new token every request (cold)", "scopegate", token="new"),
     Case("scopegate, 403 insufficient scope", "scopegate", token="denied", status=403),
+    Case("scopegate, report-only, valid token (warm)", "scopegate", token="warm", enforce="report"),
+    Case(
+        "scopegate, report-only, insufficient scope forwarded",
+        "scopegate",
+        token="denied",
+        enforce="report",
+    ),
     Case("scopegate, 10,000 routes, valid token", "scopegate", token="warm", routes=10_000),
     Case("scopegate, valid token, 8 connections", "scopegate", token="warm", connections=8),
     Case(
@@ -121,7 +129,7 @@ def _count(tmp: Path, case: Case, issuer: str, upstream_port: int, tokens: list[
         command = peers.bare_proxy_command(port, upstream_port)
     else:
         config = peers.scopegate_config(tmp, "instructions", issuer, upstream_port, port,
-                                        routes=case.routes)  # fmt: skip
+                                        routes=case.routes, enforce=case.enforce)  # fmt: skip
         command = peers.scopegate_command(config, case.workers)
     for old in tmp.glob("callgrind.out*"):
         old.unlink()

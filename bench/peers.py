@@ -113,8 +113,9 @@ def node_command(port: int, upstream_port: int, issuer: str) -> list[str]:
 
 
 def scopegate_config(tmp: Path, name: str, issuer: str, upstream_port: int, port: int, *,
-                     routes: int = 10, cache: int = 10_000) -> Path:  # fmt: skip
+                     routes: int = 10, cache: int = 10_000, enforce: str = "enforce") -> Path:  # fmt: skip
     lines = [
+        f"enforce: {enforce}",
         f"limits: {{token_cache_size: {cache}, max_body_bytes: 4294967296}}",
         f"listen: 127.0.0.1:{port}", f"admin_listen: 127.0.0.1:{free_port()}",
         "issuers:", f"  - issuer: {issuer}", f"    audiences: [{AUDIENCE}]",

@@ -312,3 +312,16 @@ def test_enforce_report_is_every_route_s_default_and_a_route_may_keep_enforcing(
     assert routes["/strict"] == "enforce"
     assert set(routes.values()) == {"report", "enforce"}
     assert {r.enforce for r in load_config_text(MINIMAL, "m.yaml", {}).routes} == {"enforce"}
+
+
+def test_resource_metadata_defaults_to_the_one_audience_and_names_its_url() -> None:
+    text = MINIMAL + "resource_metadata:\n  public_url: https://gw.example/\n"
+    metadata = load_config_text(text, "m.yaml", {}).resource_metadata
+    assert metadata is not None
+    assert (metadata.public_url, metadata.resource, metadata.documentation) == (
+        "https://gw.example",
+        "api",
+        None,
+    )
+    assert metadata.url == "https://gw.example/.well-known/oauth-protected-resource"
+    assert load_config_text(MINIMAL, "m.yaml", {}).resource_metadata is None

@@ -95,6 +95,12 @@ def _http_url(url: str, *, bare: bool = False) -> tuple[SplitResult, int] | str:
     return parts, port or (443 if parts.scheme == "https" else 80)
 
 
+def http_url_problem(url: str, *, bare: bool = False) -> str | None:
+    """What is wrong with `url` as an absolute http(s) URL (see `_http_url`), or None."""
+    checked = _http_url(url, bare=bare)
+    return checked if isinstance(checked, str) else None
+
+
 def valid_host(host: str) -> bool:
     """A DNS name or IPv4 address, or an IPv6 address without its brackets."""
     if ":" not in host:

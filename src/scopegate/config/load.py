@@ -27,7 +27,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from scopegate.config import build, lint
+from scopegate.config import build, lint, metadata
 from scopegate.config.build import Builder, valid_host
 from scopegate.config.errors import (
     ConfigError,
@@ -140,6 +140,9 @@ def _assemble(b: Builder) -> Config:
         scope_sources=scope_sources,
         forward=build.forwarding(b),
         enforce=build.default_enforcement(b),
+        resource_metadata=metadata.resource_metadata(
+            b, [issuer for _, issuer in issuers if issuer]
+        ),
         file=doc.file,
     )
 

@@ -161,6 +161,24 @@ class Route:
         return self.methods
 
 
+WELL_KNOWN_RESOURCE_METADATA = "/.well-known/oauth-protected-resource"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceMetadata:
+    """RFC 9728 protected resource metadata: how clients reach scopegate (`public_url`, no
+    trailing slash), the resource identifier tokens are issued for, and where its people read."""
+
+    public_url: str
+    resource: str
+    documentation: str | None = None
+
+    @property
+    def url(self) -> str:
+        """Where clients fetch the document: named in every 401 challenge."""
+        return self.public_url + WELL_KNOWN_RESOURCE_METADATA
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     issuers: tuple[Issuer, ...]
@@ -174,4 +192,5 @@ class Config:
     scope_sources: Mapping[str, Source] = field(default_factory=dict)  # where each was declared
     forward: Forwarding = field(default_factory=Forwarding)
     enforce: Literal["enforce", "report"] = "enforce"  # the default of every route
+    resource_metadata: ResourceMetadata | None = None
     file: str = "<built-in>"

@@ -84,14 +84,10 @@ class Gateway:
         match = runtime.routes.match(request.method, target.path)
         route = match.route
         exchange.route = route.name
-        try:
+        if route.enforce == "report":
+            await self._authenticate_reporting(exchange, runtime, route)
+        else:
             await self._authenticate(exchange, runtime, route)
-        except Denied as denied:
-            if route.enforce != "report":
-                raise
-            # Report-only: forwarded, identity headers only if the token was verified.
-            exchange.shadow_reason = denied.reason
-            self._metrics.shadow_denied(route.name, denied.reason)
         exchange.body_limit = _body_limit(request, match, limits.max_body_bytes)
         expect = request.header(b"expect")
         if expect is not None and request.version == (1, 1) and expect.lower() == "100-continue":
@@ -110,6 +106,18 @@ class Gateway:
         token = extract_bearer(headers, runtime.config.limits.max_token_bytes)
         exchange.principal = await runtime.verifier.verify(token, audience=route.audience)
         require(route.scopes, exchange.principal.scopes)
+
+    async def _authenticate_reporting(
+        self, exchange: Exchange, runtime: Runtime, route: Route
+    ) -> None:
+        """`_authenticate` on a report-only route: a denial is counted as a shadow denial and
+        the request goes on, with identity headers only if its token was verified. (A separate
+        path, so that an enforcing route's denial is not caught and raised again.)"""
+        try:
+            await self._authenticate(exchange, runtime, route)
+        except Denied as denied:
+            exchange.shadow_reason = denied.reason
+            self._metrics.shadow_denied(route.name, denied.reason)
 
     async def _forward(self, exchange: Exchange, runtime: Runtime) -> None:
         head = runtime.headers.request_head(exchange)

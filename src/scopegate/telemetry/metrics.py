@@ -106,7 +106,6 @@ class Metrics:
         self._answered: dict[tuple[str, str, int], _Tally] = {}
         self._upstream_durations: dict[str, _Tally] = {}
         self._denials: dict[tuple[str, Reason], _Tally] = {}
-        self._shadow_denials: dict[tuple[str, Reason], _Tally] = {}
 
     def _declare_request_metrics(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -191,12 +190,7 @@ class Metrics:
 
     def flush(self) -> None:
         """Hand every tally to prometheus-client."""
-        for tallies in (
-            self._answered,
-            self._upstream_durations,
-            self._denials,
-            self._shadow_denials,
-        ):
+        for tallies in (self._answered, self._upstream_durations, self._denials):
             for tally in tallies.values():
                 tally.flush()
 
@@ -223,11 +217,16 @@ class Metrics:
         self.upstream_errors.labels(upstream=upstream, reason=reason).inc()
 
     def denied(self, route: str, reason: Reason) -> None:
-        _count_reason(self._denials, self.denials, route, reason)
+        tally = self._denials.get((route, reason))
+        if tally is None:
+            tally = self._denials[route, reason] = _Tally(
+                self.denials.labels(route=route, reason=str(reason)), None
+            )
+        tally.count += 1
 
     def shadow_denied(self, route: str, reason: Reason) -> None:
-        """A report-only route forwarded what `reason` would have denied."""
-        _count_reason(self._shadow_denials, self.shadow_denials, route, reason)
+        """A report-only route forwarded what `reason` would have denied (rare: not tallied)."""
+        self.shadow_denials.labels(route=route, reason=str(reason)).inc()
 
     def jwks_fetched(self, issuer: str, ok: bool, key_count: int, at: float | None) -> None:
         self.jwks_fetches.labels(issuer=issuer, result="ok" if ok else "error").inc()
@@ -235,17 +234,6 @@ class Metrics:
             self.jwks_keys.labels(issuer=issuer).set(key_count)
             if at is not None:
                 self.jwks_last_success.labels(issuer=issuer).set(at)
-
-
-def _count_reason(
-    tallies: dict[tuple[str, Reason], _Tally], counter: Counter, route: str, reason: Reason
-) -> None:
-    tally = tallies.get((route, reason))
-    if tally is None:
-        tally = tallies[route, reason] = _Tally(
-            counter.labels(route=route, reason=str(reason)), None
-        )
-    tally.count += 1
 
 
 _KNOWN_METHODS = frozenset(

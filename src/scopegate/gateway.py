@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from scopegate.config.model import Route
+from scopegate.config.resource_document import PublishedMetadata
 from scopegate.errors import BodyStalled, BodyTooLarge, UpstreamError
 from scopegate.pipeline import RouteMatch
 from scopegate.pipeline.bearer import extract_bearer
@@ -29,8 +30,11 @@ from scopegate.runtime import Runtime
 from scopegate.server.request import Request
 from scopegate.telemetry import logs
 from scopegate.telemetry.metrics import Metrics
+from scopegate.wire.answer import Answer
 from scopegate.wire.framing import check_framing
 from scopegate.wire.problems import plain_problem, problem_answer, request_id
+
+METADATA_ROUTE = "(resource metadata)"  # its `route` label, set apart from route names
 
 
 class Gateway:
@@ -58,7 +62,10 @@ class Gateway:
             exchange.reason = denied.reason
             self._metrics.denied(exchange.route, denied.reason)
             close = _must_close(request, denied)
-            request.answer(problem_answer(denied, exchange.request_id, close=close))
+            metadata = None if runtime.metadata is None else runtime.metadata.url
+            answer = problem_answer(denied, exchange.request_id, close=close,
+                                    resource_metadata=metadata)  # fmt: skip
+            request.answer(answer)
         except BodyStalled as stalled:
             exchange.error = "body_timeout"
             rid = exchange.request_id
@@ -81,6 +88,9 @@ class Gateway:
                       limits.max_header_bytes)  # fmt: skip
         target = parse_target(request.raw_path)
         exchange.path = target.path
+        if runtime.metadata is not None and target.path == runtime.metadata.path:
+            _answer_metadata(exchange, runtime.metadata)
+            return
         match = runtime.routes.match(request.method, target.path)
         route = match.route
         exchange.route = route.name
@@ -153,6 +163,21 @@ class Gateway:
             upstream_ms=None if upstream_ms is None else round(upstream_ms * 1000, 3),
             remote=request.remote,
         )
+
+
+def _answer_metadata(exchange: Exchange, metadata: PublishedMetadata) -> None:
+    """RFC 9728 §3: the protected resource metadata, answered by scopegate before any route.
+    The document is public, so any web origin may read it (browser-based OAuth clients do)."""
+    exchange.route = METADATA_ROUTE
+    if exchange.request.method not in ("GET", "HEAD"):
+        detail = "the resource metadata is read with GET"
+        raise Denied(Reason.METHOD_NOT_ALLOWED, detail, allow=("GET", "HEAD"), challenge=False)
+    answer = Answer(200, body=metadata.body)
+    answer.add("Content-Type", "application/json")
+    answer.add("Cache-Control", "public, max-age=3600")
+    answer.add("Access-Control-Allow-Origin", "*")
+    answer.add("X-Request-Id", exchange.request_id)
+    exchange.request.answer(answer)
 
 
 def _body_limit(request: Request, match: RouteMatch, default: int) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from scopegate.config.model import Config, Forwarding, Issuer, JwksPolicy
+from scopegate.config.resource_document import PublishedMetadata, published_metadata
 from scopegate.keys.store import JwksStore, same_key_source
 from scopegate.pipeline import DESCRIBING_CLAIMS
 from scopegate.pipeline.routing import (
@@ -105,6 +106,7 @@ class Runtime:
     key_stores: dict[str, JwksStore]
     headers: HeaderPolicy
     fresh_stores: tuple[JwksStore, ...] = ()
+    metadata: PublishedMetadata | None = None  # RFC 9728, when `resource_metadata` is set
 
     @classmethod
     def build(
@@ -132,6 +134,7 @@ class Runtime:
             key_stores=stores,
             headers=HeaderPolicy(config.forward),
             fresh_stores=fresh,
+            metadata=published_metadata(config),
         )
 
     async def start(self) -> None:

@@ -1,4 +1,5 @@
-"""`resource_metadata:` (SPEC §6.6, RFC 9728): the URLs checked, the resource identifier found.
+"""`resource_metadata:` (SPEC §6.6, RFC 9728) as the file says it: the URLs checked, the resource
+identifier found. `config.resource_document` makes the document served from it.
 
 The resource identifier is what tokens are issued for: by default the one audience every issuer
 names (the API identifier of Auth0, the audience of Okta's authorization server). When the

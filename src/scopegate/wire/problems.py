@@ -40,8 +40,9 @@ def _quoted(value: str) -> str:
     return '"' + _UNSAFE_IN_QUOTED.sub("?", value) + '"'
 
 
-def challenge(denied: Denied) -> str | None:
-    """The `WWW-Authenticate` value for a denial, or None when the answer carries no challenge."""
+def challenge(denied: Denied, resource_metadata: str | None = None) -> str | None:
+    """The `WWW-Authenticate` value for a denial, or None when the answer carries no challenge.
+    A 401's names `resource_metadata`, the URL of the RFC 9728 document, when there is one."""
     if not denied.challenge or denied.reason not in CHALLENGE_REASONS:
         return None
     params = [f"realm={_quoted(REALM)}"]
@@ -51,6 +52,8 @@ def challenge(denied: Denied) -> str | None:
         params.append(f"error_description={_quoted(denied.detail)}")
     if denied.scope is not None:
         params.append(f"scope={_quoted(denied.scope)}")
+    if resource_metadata is not None and denied.status == 401:
+        params.append(f"resource_metadata={_quoted(resource_metadata)}")
     return "Bearer " + ", ".join(params)
 
 
@@ -61,11 +64,13 @@ def problem_body(status: int, title: str, detail: str, slug: str) -> bytes:
     ).encode()
 
 
-def problem_answer(denied: Denied, rid: str, *, close: bool = False) -> Answer:
-    """The complete answer to a denied request."""
+def problem_answer(
+    denied: Denied, rid: str, *, close: bool = False, resource_metadata: str | None = None
+) -> Answer:
+    """The complete answer to a denied request; `resource_metadata` as for `challenge`."""
     reason = denied.reason
     answer = plain_problem(denied.status, reason.heading, denied.detail, str(reason), rid)
-    www_authenticate = challenge(denied)
+    www_authenticate = challenge(denied, resource_metadata)
     if www_authenticate is not None:
         answer.add("WWW-Authenticate", www_authenticate)
     if denied.allow:

@@ -6,6 +6,7 @@ as `parse_target` returns them, and `spellings(path)`, the many raw forms of one
 
 from __future__ import annotations
 
+import re
 import string
 from typing import Any
 
@@ -277,15 +278,26 @@ queries = st.text(alphabet=[chr(c) for c in range(0x21, 0x7F) if chr(c) != "#"],
 #: Literal segments of route patterns, shared with request paths so that they meet.
 literal_words = st.sampled_from(["contacts", "public", "admin", "v1", "me", "items"])
 
-#: Request path segments: the literals, and values a parameter would take.
-path_words = st.one_of(literal_words, st.sampled_from(["42", "x", "a%20b", "~u"]))
+#: Text around a parameter (`{}`), as OpenAPI path templates write it: two of them overlap
+#: (`thumb.json` meets both `thumb.{}` and `{}.json`).
+MIXED_SHAPES = ("thumb.{}", "{}.json", "v{}")
+
+#: Request path segments: the literals, values a parameter would take, and segments that
+#: meet (or nearly meet: an empty value) the mixed shapes.
+path_words = st.one_of(
+    literal_words,
+    st.sampled_from(["42", "x", "a%20b", "~u"]),
+    st.sampled_from(["thumb.png", "thumb.json", "a.json", ".json", "thumb.", "v2", "v"]),
+)
 
 
 @st.composite
 def route_shapes(draw: st.DrawFn) -> tuple[str, ...]:
-    """A pattern shape: literals, `{}` for a parameter, and maybe `{*}` for a final rest."""
+    """A pattern shape: literals, `{}` for a parameter, text around a parameter, and maybe
+    `{*}` for a final rest."""
     count = draw(st.integers(0, 4))
-    parts = [draw(st.one_of(literal_words, st.just("{}"))) for _ in range(count)]
+    pieces = st.one_of(literal_words, st.just("{}"), st.sampled_from(MIXED_SHAPES))
+    parts = [draw(pieces) for _ in range(count)]
     if draw(st.booleans()):
         parts.append("{*}")
     return tuple(parts) if parts else ("",)
@@ -293,8 +305,10 @@ def route_shapes(draw: st.DrawFn) -> tuple[str, ...]:
 
 def _pattern(shape: tuple[str, ...], prefix: str) -> str:
     """A route path for `shape`, its parameters named `{prefix}{index}`."""
-    named = {"{}": "{%s%d}", "{*}": "{%s%d*}"}
-    parts = [named[p] % (prefix, i) if p in named else p for i, p in enumerate(shape)]
+    parts = [
+        p.replace("{}", f"{{{prefix}{i}}}").replace("{*}", f"{{{prefix}{i}*}}")
+        for i, p in enumerate(shape)
+    ]
     return "/" + "/".join(parts)
 
 
@@ -332,8 +346,12 @@ def _filled(draw: st.DrawFn, pattern: str) -> list[str]:
     for part in pattern.split("/")[1:]:
         if part.endswith("*}"):
             parts.extend(draw(st.lists(path_words, max_size=3)))
+        elif "{" in part:
+            before, _, rest = part.partition("{")
+            value = draw(path_words.filter(bool))
+            parts.append(before + value + rest.partition("}")[2])
         else:
-            parts.append(draw(path_words) if part.startswith("{") else part)
+            parts.append(part)
     return parts
 
 
@@ -408,3 +426,78 @@ def bearer_headers(draw: st.DrawFn) -> tuple[str, str]:
     scheme = "".join(draw(st.sampled_from([c.lower(), c.upper()])) for c in "Bearer")
     token = draw(b64tokens)
     return f"{scheme}{' ' * draw(st.integers(1, 3))}{token}", token
+
+
+#: OpenAPI security schemes by name: two that carry scopes in a bearer token, two that do not.
+OPENAPI_SCHEMES: dict[str, dict[str, Any]] = {
+    "oauth": {"type": "oauth2", "flows": {"clientCredentials": {
+        "tokenUrl": "https://id.example.com/token",
+        "scopes": {"read": "Read", "write": "Write", "admin": "Everything"}}}},
+    "oidc": {"type": "openIdConnect",
+             "openIdConnectUrl": "https://id.example.com/.well-known/openid-configuration"},
+    "key": {"type": "apiKey", "in": "header", "name": "X-Key"},
+    "basic": {"type": "http", "scheme": "basic"},
+}  # fmt: skip
+TOKEN_SCHEME_NAMES = frozenset({"oauth", "oidc"})
+#: Path templates and a concrete path that meets each one and no other.
+OPENAPI_TEMPLATES = {
+    "/items": "/items",
+    "/items/{id}": "/items/42",
+    "/items/{id}/thumbnail.{ext}": "/items/42/thumbnail.png",
+    "/files/{name}.json": "/files/report.json",
+}
+OPENAPI_METHODS = ("get", "put", "post", "delete", "patch")
+
+
+@st.composite
+def security_requirements(draw: st.DrawFn) -> list[dict[str, list[str]]]:
+    """An OpenAPI `security` list: alternatives of schemes, scopes on the token schemes only."""
+    no_scopes: st.SearchStrategy[list[str]] = st.just([])
+    requirement = st.dictionaries(st.sampled_from(sorted(OPENAPI_SCHEMES)), no_scopes, max_size=3)
+    requirements = draw(st.lists(requirement, max_size=3))
+    for alternative in requirements:
+        for name in alternative:
+            if name in TOKEN_SCHEME_NAMES:
+                alternative[name] = draw(
+                    st.lists(st.sampled_from(["read", "write", "admin"]), unique=True, max_size=2)
+                )
+    return requirements
+
+
+@st.composite
+def openapi_documents(draw: st.DrawFn) -> dict[str, Any]:
+    """OpenAPI 3.0 documents: some paths and methods, each operation with its own `security`,
+    an empty one, or the document's (which may be absent)."""
+    paths: dict[str, Any] = {}
+    templates = draw(st.lists(st.sampled_from(sorted(OPENAPI_TEMPLATES)), min_size=1, unique=True))
+    for number, template in enumerate(templates):
+        chosen = draw(st.lists(st.sampled_from(OPENAPI_METHODS), min_size=1, unique=True))
+        paths[template] = {method: _operation(draw, f"op{number}-{method}") for method in chosen}
+        paths[template]["parameters"] = path_parameters(template)
+    document: dict[str, Any] = {
+        "openapi": draw(st.sampled_from(["3.0.3", "3.1.0"])),
+        "info": {"title": "generated", "version": "1"},
+        "paths": paths,
+        "components": {"securitySchemes": OPENAPI_SCHEMES},
+    }
+    if draw(st.booleans()):
+        document["security"] = draw(security_requirements())
+    return document
+
+
+def path_parameters(template: str) -> list[dict[str, Any]]:
+    """The `in: path` parameters a valid document declares for `template`."""
+    names = re.findall(r"\{([^{}]+)\}", template)
+    return [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+    ]
+
+
+def _operation(draw: st.DrawFn, operation_id: str) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "responses": {"200": {"description": "ok"}},
+    }
+    if draw(st.booleans()):
+        operation["security"] = draw(security_requirements())
+    return operation

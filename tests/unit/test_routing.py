@@ -125,6 +125,77 @@ class TestChoice:
         assert outcome(routes, "GET", "/x/1") == ("get", {"id": "1"})
 
 
+MIXED_TABLE = [
+    route("thumbnail-any", "/img/thumbnail.{extension}", "GET"),
+    route("json-any", "/img/{name}.json", "GET"),
+    route("thumbnail-png", "/img/thumbnail.png", "GET"),
+    route("image", "/img/{id}", "GET"),
+    route("versioned", "/api/v{version}/items", "GET"),
+    route("api-param", "/api/{anything}/items", "GET"),
+    route("report", "/reports/r{year}", "POST"),
+]
+
+
+class TestMixedSegments:
+    """Text around a parameter (`thumbnail.{extension}`, OpenAPI's path templating): more
+    specific than `{param}`, less than a literal segment (SPEC §6.6)."""
+
+    @pytest.mark.parametrize(
+        ("method", "path", "expected"),
+        [
+            pytest.param("GET", "/img/thumbnail.jpg", ("thumbnail-any", {"extension": "jpg"}), id="text around a value"),
+            pytest.param("GET", "/img/thumbnail.png", ("thumbnail-png", {}), id="a literal segment beats a mixed one"),
+            pytest.param("GET", "/img/photo.json", ("json-any", {"name": "photo"}), id="a suffix"),
+            pytest.param("GET", "/img/thumbnail.json", ("thumbnail-any", {"extension": "json"}), id="of two mixed segments, the first in text order"),
+            pytest.param("GET", "/img/thumbnail.", ("image", {"id": "thumbnail."}), id="the value may not be empty: the param route takes it"),
+            pytest.param("GET", "/img/.json", ("image", {"id": ".json"}), id="an empty value before the suffix is no match either"),
+            pytest.param("GET", "/img/thumbnail.a.b", ("thumbnail-any", {"extension": "a.b"}), id="the value may hold the text again"),
+            pytest.param("GET", "/img/thumbnail.a%20b", ("thumbnail-any", {"extension": "a%20b"}), id="the value keeps its escapes"),
+            pytest.param("GET", "/api/v2/items", ("versioned", {"version": "2"}), id="a prefix"),
+            pytest.param("GET", "/api/x2/items", ("api-param", {"anything": "x2"}), id="text that differs falls to the param route"),
+            pytest.param("GET", "/api/v/items", ("api-param", {"anything": "v"}), id="the prefix alone is no match"),
+            pytest.param("POST", "/reports/r2024", ("report", {"year": "2024"}), id="a mixed segment ends a pattern"),
+            pytest.param("GET", "/reports/r2024", ("method_not_allowed", ("POST",)), id="405 names the mixed route's methods"),
+            pytest.param("GET", "/reports/2024", ("no_route", ()), id="404 when the text is absent"),
+        ],
+    )  # fmt: skip
+    def test_choice(self, method: str, path: str, expected: tuple[object, ...]) -> None:
+        assert compile_routes(MIXED_TABLE).issues == ()
+        assert outcome(MIXED_TABLE, method, path) == expected
+
+    def test_precedence_is_literal_then_mixed_then_param_then_rest(self) -> None:
+        """Kinds order by their value, and so do the shapes `check` lists routes by."""
+        assert Kind.LITERAL < Kind.MIXED < Kind.PARAM < Kind.REST
+        names = [r.name for r in compile_routes(MIXED_TABLE).table]
+        assert names.index("thumbnail-png") < names.index("thumbnail-any") < names.index("image")
+        assert names.index("versioned") < names.index("api-param")
+
+    def test_two_names_around_the_same_text_are_ambiguous(self) -> None:
+        """Names do not count: `a.{x}` and `a.{y}` match the same requests."""
+        routes = [route("x", "/a.{x}", "GET", line=1), route("y", "/a.{y}", "GET", line=2)]
+        errors = [str(issue) for issue in compile_routes(routes).errors]
+        assert errors == [
+            'routes.yaml:2:5: route "y" is ambiguous: it matches the same requests as route "x" at routes.yaml:1:5'
+        ]
+
+    def test_text_that_never_survives_normalisation_is_warned_about(self) -> None:
+        """A mixed segment whose text a normalised path can never hold can never match."""
+        warnings = compile_routes([route("w", "/a/%7E{x}", "GET")]).warnings
+        assert [w.message for w in warnings] == [
+            'route "w" can never match: segment "%7Ex" never appears in a normalised path ("/%7Ex" becomes "/~x")'
+        ]
+
+    def test_mixed_segments_parse_with_their_text(self) -> None:
+        (segment,) = parse_pattern("/thumbnail.{extension}")
+        assert (segment.kind, segment.text, segment.prefix, segment.suffix) == (
+            Kind.MIXED,
+            "extension",
+            "thumbnail.",
+            "",
+        )
+        assert segment.literal == "thumbnail.{}"
+
+
 class TestIssues:
     @pytest.mark.parametrize(
         ("path", "message"),
@@ -133,9 +204,11 @@ class TestIssues:
             pytest.param("a/b", "must start with /", id="relative pattern"),
             pytest.param("/a/{id", "unbalanced", id="unclosed brace"),
             pytest.param("/a/id}", "unbalanced", id="unopened brace"),
-            pytest.param("/a/x{id}", "whole segment", id="param inside a segment"),
-            pytest.param("/a/{id}.json", "whole segment", id="param with a suffix"),
-            pytest.param("/a/{a}{b}", "whole segment", id="two params in one segment"),
+            pytest.param("/a/x{rest*}", "whole segment", id="rest with text around it"),
+            pytest.param("/a/{a}{b}", "one parameter at most", id="two params in one segment"),
+            pytest.param("/a/{a}.{b}", "one parameter at most", id="two params around text"),
+            pytest.param("/a/x.{1x}", "not a name", id="mixed segment whose name is not one"),
+            pytest.param("/a/{id}/x.{id}", "appears twice", id="param and mixed with one name"),
             pytest.param("/a/{}", "not a name", id="empty parameter name"),
             pytest.param("/a/{1x}", "not a name", id="name not an identifier"),
             pytest.param("/a/{a-b}", "not a name", id="dash in a name"),
@@ -276,23 +349,32 @@ def _regex(pattern: str) -> re.Pattern[str]:
     for part in pattern.split("/")[1:]:
         if part.endswith("*}"):
             pieces.append("(?:/(.*))?")
-        elif part.startswith("{"):
-            pieces.append("/([^/]+)")
+        elif "{" in part:  # a param, or text around one: the value is never empty
+            before, _, rest = part.partition("{")
+            after = rest.partition("}")[2]
+            pieces.append("/" + re.escape(before) + "([^/]+)" + re.escape(after))
         else:
             pieces.append("/" + re.escape(part))
     return re.compile("".join(pieces))
 
 
-def _kinds(pattern: str) -> tuple[int, ...]:
-    return tuple(
-        2 if p.endswith("*}") else 1 if p.startswith("{") else 0 for p in pattern.split("/")[1:]
-    )
+def _specificity(part: str) -> tuple[int, str]:
+    """Literal, then text around a param (by its text), then param, then rest."""
+    if part.endswith("*}"):
+        return (3, "")
+    if part.startswith("{") and part.endswith("}"):
+        return (2, "")
+    if "{" in part:
+        return (1, re.sub(r"\{\w+\}", "{}", part))
+    return (0, part)
 
 
 def oracle(routes: list[Route], method: str, path: str) -> tuple[object, ...]:
     """SPEC §2 read literally: try every route's regex, sort the matches by specificity."""
     matches = [(r, m) for r in routes if (m := _regex(r.path).fullmatch(path))]
-    matches.sort(key=lambda rm: (_kinds(rm[0].path), rm[0].methods is None))
+    matches.sort(
+        key=lambda rm: ([_specificity(p) for p in rm[0].path.split("/")[1:]], rm[0].methods is None)
+    )
     allowed: set[str] = set()
     for candidate, found in matches:
         methods_of = candidate.allowed_methods
@@ -356,6 +438,10 @@ class TestProperties:
                 break
             assert index < len(parts)
             expected = match.params[segment.text] if segment.kind is Kind.PARAM else segment.text
+            if segment.kind is Kind.MIXED:
+                value = match.params[segment.text]
+                expected = segment.prefix + value + segment.suffix
+                assert value
             assert parts[index] == expected
         else:
             assert len(parts) == len(segments)

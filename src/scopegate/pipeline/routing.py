@@ -5,10 +5,12 @@ The table is a trie of pattern segments (see `patterns`), so a match costs a dic
 path segment, whatever the number of routes; no regular expression runs per request.
 
 Choice does not depend on the order of the file: the most specific route wins, comparing
-segment by segment from the left (literal beats `{param}` beats `{rest*}`; a pattern that ends
-beats a `{rest*}` matching nothing); of the routes matching the path, the first in that order
-allowing the method wins, and on one pattern explicit methods beat all methods. Matching the
-path but no method is 405, with `Allow` naming every method those routes allow.
+segment by segment from the left (literal beats text around a parameter, `thumbnail.{ext}`,
+beats `{param}` beats `{rest*}`; of two such mixed segments, the first in text order; a
+pattern that ends beats a `{rest*}` matching nothing); of the routes matching the path, the
+first in that order allowing the method wins, and on one pattern explicit methods beat all
+methods. Matching the path but no method is 405, with `Allow` naming every method those routes
+allow.
 
 Usage::
 
@@ -64,7 +66,7 @@ class _Entry:
     def of(cls, route: Route, segments: tuple[Segment, ...], shared: dict[object, Any]) -> _Entry:
         """`shared` gives one object per distinct value across the table: thousands of routes
         have a few `{param}` name lists and method sets."""
-        names = tuple(s.text for s in segments if s.kind is Kind.PARAM)
+        names = tuple(s.text for s in segments if s.kind in (Kind.PARAM, Kind.MIXED))
         rest = segments[-1].text if segments[-1].kind is Kind.REST else None
         allowed = route.allowed_methods
         return cls(
@@ -87,10 +89,12 @@ class _Node:
     """One trie node. Most nodes of a large table have one child and no entries of their own,
     so every container is made only when first needed: a table has several nodes per route."""
 
-    __slots__ = ("here", "literals", "param", "rest")
+    __slots__ = ("here", "literals", "mixed", "param", "rest")
 
     def __init__(self) -> None:
         self.literals: dict[str, _Node] | None = None
+        # (prefix, suffix, child) of each mixed segment here, in the table's order
+        self.mixed: tuple[tuple[str, str, _Node], ...] | None = None
         self.param: _Node | None = None
         self.here: tuple[_Entry, ...] = _NO_ENTRIES  # patterns that end at this node
         self.rest: tuple[_Entry, ...] = _NO_ENTRIES  # patterns whose {rest*} starts here
@@ -135,12 +139,29 @@ class _Search:
             found = self.walk(child, index + 1)
             if found is not None:
                 return found
+        if node.mixed is not None:  # None in a table without mixed segments: one test
+            found = self._descend_mixed(node.mixed, part, index)
+            if found is not None:
+                return found
         if node.param is None or not part:
             return None
         self.values.append(part)
         found = self.walk(node.param, index + 1)
         self.values.pop()
         return found
+
+    def _descend_mixed(
+        self, mixed: tuple[tuple[str, str, _Node], ...], part: str, index: int
+    ) -> tuple[_Entry, dict[str, str]] | None:
+        for prefix, suffix, child in mixed:
+            end = len(part) - len(suffix)
+            if end > len(prefix) and part.startswith(prefix) and part.endswith(suffix):
+                self.values.append(part[len(prefix) : end])
+                found = self.walk(child, index + 1)
+                self.values.pop()
+                if found is not None:
+                    return found
+        return None
 
     def _first_allowing(self, entries: tuple[_Entry, ...]) -> _Entry | None:
         for entry in entries:
@@ -170,11 +191,24 @@ class RouteTable:
             if segment.kind is Kind.PARAM:
                 node.param = node.param or _Node()
                 node = node.param
+            elif segment.kind is Kind.MIXED:
+                node = self._mixed_child(node, segment)
             else:
                 if node.literals is None:
                     node.literals = {}
                 node = node.literals.setdefault(sys.intern(segment.text), _Node())
         node.here += (entry,)
+
+    @staticmethod
+    def _mixed_child(node: _Node, segment: Segment) -> _Node:
+        """The child for `segment`'s text, made on first use: routes are inserted most specific
+        first, so children keep their shapes' order."""
+        for prefix, suffix, child in node.mixed or ():
+            if (prefix, suffix) == (segment.prefix, segment.suffix):
+                return child
+        child = _Node()
+        node.mixed = (*(node.mixed or ()), (segment.prefix, segment.suffix, child))
+        return child
 
     def __len__(self) -> int:
         return len(self._routes)

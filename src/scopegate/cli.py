@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_command(commands)
     _add_token_command(commands)
     _add_explain_command(commands)
+    _add_import_openapi_command(commands)
     return parser
 
 
@@ -119,6 +120,30 @@ def _add_explain_command(commands: argparse._SubParsersAction[argparse.ArgumentP
     grants.add_argument("--scopes", help='the scopes to assume, e.g. "read:contacts"')
 
 
+def _add_import_openapi_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    command = commands.add_parser(
+        "import-openapi",
+        help="print routes and a scope catalogue for an OpenAPI 3.0 or 3.1 document",
+        description="Map each operation of an OpenAPI document (JSON or YAML) to a route: its "
+        "security becomes the route's scopes. Prints scopes: and routes: to paste into a "
+        "configuration; what cannot be mapped is reported on stderr. Exit 1 if the document "
+        "is invalid.",
+    )
+    command.add_argument("file", metavar="FILE", help="the OpenAPI document")
+    command.add_argument("--upstream", required=True, metavar="NAME",
+                         help="the upstream every route goes to")  # fmt: skip
+    command.add_argument("--server-path", action="store_true",
+                         help="put each path below the path of its first server's URL")  # fmt: skip
+
+
+def _import_openapi(file: str, upstream: str, server_path: bool) -> int:
+    from scopegate.commands.import_openapi import run_import
+
+    return run_import(file, upstream, server_path, sys.stdout, sys.stderr)
+
+
 def _serve(path: Path, workers: int, worker_fd: int | None, worker_state: Path | None) -> int:
     if workers < 1:
         print("scopegate serve: --workers must be at least 1", file=sys.stderr)
@@ -189,4 +214,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args.port, args.admin_port)
     if args.command == "token":
         return _token(args)
+    if args.command == "import-openapi":
+        return _import_openapi(args.file, args.upstream, args.server_path)
     raise AssertionError(f"unhandled command {args.command}")  # argparse refuses unknown ones

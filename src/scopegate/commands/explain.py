@@ -36,6 +36,8 @@ def describe_rule(route: Route) -> str:
 
 
 def describe_scopes(rule: ScopeRule) -> str:
+    if not rule.alternatives:
+        return "(no token passes)"
     if rule.needs_nothing:
         return "(any valid token)"
     parts = [" ".join(sorted(alternative)) for alternative in rule.alternatives]
@@ -49,11 +51,20 @@ def _methods(route: Route) -> str:
     return "*" if allowed is None else ",".join(sorted(allowed))
 
 
+def _origin(route: Route) -> str:
+    """Where a route came from: the OpenAPI operation it was generated from, else its place."""
+    return route.origin or f"{route.source.file}:{route.source.line}"
+
+
 def route_table(routes: list[Route]) -> str:
-    """A fixed-width table, one route a line, most specific first."""
-    header = ("METHODS", "PATH", "ROUTE", "UPSTREAM", "REQUIRES")
+    """A fixed-width table, one route a line, most specific first; with an ORIGIN column when
+    some routes were generated from an OpenAPI description."""
+    header: tuple[str, ...] = ("METHODS", "PATH", "ROUTE", "UPSTREAM", "REQUIRES")
     rows = [header] + [(_methods(r), r.path, r.name, r.upstream, describe_rule(r)) for r in routes]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    if any(route.origin for route in routes):
+        origins = ["ORIGIN", *(_origin(route) for route in routes)]
+        rows = [(*row[:-1], origin, row[-1]) for row, origin in zip(rows, origins, strict=True)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
@@ -88,7 +99,11 @@ def run_check(path: Path, out: TextIO, err: TextIO) -> int:
     print(_summary(config), file=out)
     print(file=out)
     print(route_table(list(compiled.table)), file=out)
-    warnings: list[ConfigError | object] = [*compiled.warnings, *catalogue_warnings(config)]
+    warnings: list[ConfigError | object] = [
+        *config.load_warnings,
+        *compiled.warnings,
+        *catalogue_warnings(config),
+    ]
     if warnings:
         print(file=out)
         for warning in warnings:
@@ -118,6 +133,8 @@ def _match(routes: RouteTable, method: str, raw_target: str, lines: list[str]) -
     lines.append(
         f"route: {route.name} ({route.path}, {route.source})" + (f" [{params}]" if params else "")
     )
+    if route.origin:
+        lines.append(f"origin: {route.origin}")
     lines.append(f"upstream: {route.upstream}")
     lines.append(f"requires: {describe_rule(route)}")
     return match

@@ -16,6 +16,7 @@ from scopegate.config.algorithms import DEFAULT_ALGORITHMS, KEY_SHAPES, SIGNING_
 from scopegate.config.errors import ConfigError, Path, at_path, quoted
 from scopegate.config.model import (
     NO_SCOPES,
+    NO_TOKEN_PASSES,
     Forwarding,
     Issuer,
     JwksPolicy,
@@ -195,10 +196,11 @@ def route(b: Builder, path: Path) -> Route | None:
     passed are checked either way."""
     spec = b.doc.trusted(path)
     methods = _methods(b, (*path, "methods"), spec.get("methods"))
-    if spec.get("auth") == "none":
+    if spec.get("auth") in ("none", "deny"):
         for key in ("scopes", "audience", "enforce"):
             if spec.get(key) is not None:
-                b.error((*path, key), "contradicts auth: none, which checks no token")
+                why = "checks no token" if spec["auth"] == "none" else "lets no token pass"
+                b.error((*path, key), f"contradicts auth: {spec['auth']}, which {why}")
     _check_strip_prefix(b, path, spec)
     if not b.doc.clean(path):
         return None
@@ -209,7 +211,10 @@ def route(b: Builder, path: Path) -> Route | None:
         name=spec.get("name") or default_route_name(spec["path"], methods),
         upstream=b.shared(spec["upstream"]),
         methods=b.shared(methods),
-        scopes=b.shared(scope_rule(spec.get("scopes"))),
+        auth="required" if spec.get("auth") == "deny" else spec.get("auth", "required"),
+        scopes=NO_TOKEN_PASSES
+        if spec.get("auth") == "deny"
+        else b.shared(scope_rule(spec.get("scopes"))),
         enforce=spec.get("enforce") or default_enforcement(b),
         max_body_bytes=None if body is None else int(body),  # the schema lets 1.0 through
         source=b.doc.source(path),

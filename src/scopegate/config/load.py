@@ -7,7 +7,8 @@ Usage::
 1. `yaml_nodes` — YAML → plain data with positions; `${NAME}` expanded; duplicate keys refused
 2. `schema.json` — structure, types, unknown keys (worded by `errors.schema_errors`)
 3. `build` — each section → its frozen `model` value, with the checks a schema cannot make
-4. here — what spans sections: references to upstreams, unique names, distinct ports
+4. `openapi_section` — the OpenAPI descriptions named in `openapi:`, read and mapped to routes
+5. here — what spans sections: references to upstreams, unique names, distinct ports
 
 Each step reports everything it finds, and skips what an earlier step already reported, so
 one mistake is said once and every mistake is said in one run.
@@ -27,7 +28,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from scopegate.config import build, lint, metadata
+from scopegate.config import build, lint, metadata, openapi_section
 from scopegate.config.build import Builder, valid_host
 from scopegate.config.errors import (
     ConfigError,
@@ -121,29 +122,34 @@ def _assemble(b: Builder) -> Config:
     upstreams = [build.upstream(b, path) for path in _items(doc, "upstreams", dict)]
     issuers = [(path, build.issuer(b, path)) for path in _items(doc, "issuers", list)]
     routes = [(path, build.route(b, path)) for path in _items(doc, "routes", list)]
+    openapi_section.check_routes_present(b)
+    imported = openapi_section.imported_routes(b)
     _check_references(b)
     _check_unique(b, "issuer", [((*p, "issuer"), p, i.issuer) for p, i in issuers if i])
     # A default name ("GET /x") has no place of its own in the file: point at its route.
     names = [((*p, "name") if "name" in doc.get(p) else p, p, r.name) for p, r in routes if r]
+    names += [(p, p, route.name) for p, route in imported.routes]  # at the openapi: entry
     _check_unique(b, "route name", names)
     listen, admin = _listeners(b)
     scopes, scope_sources = lint.catalogue(b)
     return Config(
         issuers=tuple(issuer for _, issuer in issuers if issuer),
         upstreams={upstream.name: upstream for upstream in upstreams if upstream},
-        routes=tuple(route for _, route in routes if route),
+        routes=tuple(route for _, route in routes if route)
+        + tuple(route for _, route in imported.routes),
         listen=listen,
         admin_listen=admin,
         jwks=build.jwks(b),
         limits=build.limits(b),
-        scopes=scopes,
-        scope_sources=scope_sources,
+        scopes=imported.scopes | scopes,  # the file's own descriptions win
+        scope_sources=imported.scope_sources | scope_sources,
         forward=build.forwarding(b),
         enforce=build.default_enforcement(b),
         resource_metadata=metadata.resource_metadata(
             b, [issuer for _, issuer in issuers if issuer]
         ),
         file=doc.file,
+        load_warnings=tuple(imported.warnings),
     )
 
 

@@ -123,6 +123,9 @@ class ScopeRule:
 
 
 NO_SCOPES = ScopeRule()
+# No alternative at all: no set of granted scopes meets it, and `scopes.require` refuses (403).
+# What `auth: deny` means, and what an OpenAPI operation scopegate cannot check becomes.
+NO_TOKEN_PASSES = ScopeRule(alternatives=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,9 @@ class Route:
     strip_prefix: str | None = None
     max_body_bytes: int | None = None
     source: Source = UNKNOWN_SOURCE
+    # Where a generated route came from, for `check`: "contacts.yaml#listContacts" for an
+    # OpenAPI operation (SPEC §6.6); None for a route written under `routes:`.
+    origin: str | None = None
 
     @property
     def allowed_methods(self) -> frozenset[str] | None:
@@ -194,3 +200,6 @@ class Config:
     enforce: Literal["enforce", "report"] = "enforce"  # the default of every route
     resource_metadata: ResourceMetadata | None = None
     file: str = "<built-in>"
+    # What loading skipped without refusing the file, as `FILE:LINE:COL: message` (operations
+    # of an OpenAPI description that cannot be mapped): `check` shows them as warnings.
+    load_warnings: tuple[str, ...] = ()

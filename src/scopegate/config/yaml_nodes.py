@@ -156,8 +156,11 @@ def _compose_fast(text: str) -> tuple[yaml.SafeLoader, yaml.Node | None] | None:
 
 
 class _Walker:
-    def __init__(self, loader: yaml.SafeLoader, file: str, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, loader: yaml.SafeLoader, file: str, env: Mapping[str, str] | None, max_nodes: int
+    ) -> None:
         self.loader, self.file, self.env, self.visited = loader, file, env, 0
+        self.max_nodes = max_nodes
         self.document = Document(None, file)
         self.errors: list[ConfigError] = []
         self.open: set[int] = set()  # ids of the collections being walked, to catch cycles
@@ -170,8 +173,8 @@ class _Walker:
 
     def walk(self, node: yaml.Node, path: Path) -> Any:
         self.visited += 1
-        if self.visited > MAX_NODES:
-            message = f"the document expands to more than {MAX_NODES} values (alias bomb?)"
+        if self.visited > self.max_nodes:
+            message = f"the document expands to more than {self.max_nodes} values (alias bomb?)"
             top = self.document.values.get(path[:1], self.at(node))  # the section that explodes
             raise ConfigErrors([ConfigError(top, message)])  # the whole document is refused
         self.document.values[path] = self.at(node)
@@ -219,7 +222,7 @@ class _Walker:
         if isinstance(value, float) and not math.isfinite(value):
             self.fail(node, path, f"{node.value} is not a finite number")  # a float literal
             self.document.report(path)
-        if not isinstance(value, str) or "$" not in value:
+        if not isinstance(value, str) or "$" not in value or self.env is None:
             return value
         expanded, problems = expand(value, self.env)
         self.document.interpolated.add(path)
@@ -256,10 +259,11 @@ def _yaml_error(error: yaml.YAMLError, text: str, file: str) -> ConfigError:
 
 
 def read_document(
-    text: str, file: str, env: Mapping[str, str]
+    text: str, file: str, env: Mapping[str, str] | None, *, max_nodes: int = MAX_NODES
 ) -> tuple[Document, list[ConfigError]]:
     """Plain data with positions, and every error met on the way (YAML syntax included);
-    `data` is None when the text holds no YAML document."""
+    `data` is None when the text holds no YAML document. `env=None` leaves `${...}` as written:
+    for documents that are not configuration files (an OpenAPI description's text is its own)."""
     loader: yaml.SafeLoader | None = None
     try:
         fast = _compose_fast(text)
@@ -268,7 +272,7 @@ def read_document(
         else:
             loader = _Loader(text)  # the reader checks every character first
             root = loader.get_single_node()
-        walker = _Walker(loader, file, env)
+        walker = _Walker(loader, file, env, max_nodes)
         if root is None:
             return walker.document, [ConfigError(Source(file, 1, 1), "the file is empty")]
         walker.document.data = walker.walk(root, ())

@@ -4,6 +4,7 @@ from a verified token. A recording upstream shows what arrived."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -13,10 +14,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from scopegate.app import RunningGateway
+from scopegate.config.load import load_config_text
+from scopegate.devtools.keys import generate
+from scopegate.devtools.tokens import mint
 from scopegate.telemetry import logs
-from tests.e2e.conftest import BASE_CONFIG, Env, gateway_env
+from tests.e2e.conftest import AUDIENCE, BASE_CONFIG, Env, base_config, closed_port, gateway_env
+from tests.support.jwks_server import JwksServer
 from tests.support.rawhttp import exchange, request_bytes
+from tests.support.upstream import RecordingUpstream
 
 # Every route reports by default; `strict` keeps enforcing.
 REPORT_CONFIG = (
@@ -29,6 +37,8 @@ REPORT_CONFIG = (
 """
 )
 IDENTITY = ("x-auth-subject", "x-auth-client", "x-auth-tenant", "x-auth-scopes")
+STRANGER = generate("RS256")  # a key the test issuer never publishes
+PS256 = generate("PS256")
 NOW = int(time.time())
 
 
@@ -71,6 +81,14 @@ SHADOWED = [
                           "invalid_issuer", False), id="an unknown issuer"),
     pytest.param(Shadowed("GET", "/contacts", _token(extra_claims={"nbf": NOW + 3600}), "list-contacts",
                           "not_yet_valid", False), id="not yet valid"),
+    pytest.param(Shadowed("GET", "/contacts", _token(key=STRANGER), "list-contacts", "unknown_key", False),
+                 id="a key the issuer never published"),
+    pytest.param(Shadowed("GET", "/contacts", lambda env: env.bearer(key=STRANGER, headers={"kid": env.rsa.kid}),
+                          "list-contacts", "bad_signature", False), id="a published kid, another key's signature"),
+    pytest.param(Shadowed("GET", "/contacts", _token(key=PS256), "list-contacts", "disallowed_alg", False),
+                 id="an algorithm the issuer does not allow"),
+    pytest.param(Shadowed("GET", "/contacts", _token(extra_claims={"exp": None}), "list-contacts", "missing_claim",
+                          False), id="no exp"),
     pytest.param(Shadowed("DELETE", "/contacts/7", _token(("read:contacts",)), "delete-contact",
                           "insufficient_scope", True), id="a verified token without the scope"),
 ]  # fmt: skip
@@ -189,3 +207,39 @@ async def test_the_access_log_says_shadow_deny_and_why(
         ("/contacts", 200, "allow", None),
         ("/strict", 401, "deny", "missing_token"),
     ]
+
+
+async def test_a_token_of_the_wrong_type_or_an_unreachable_issuer_is_shadowed_too() -> None:
+    """invalid_token_type (the issuer requires `typ: at+jwt`) and issuer_unavailable (a second
+    issuer whose keys cannot be fetched) are forwarded on a report-only route as well."""
+    rsa = generate("RS256")
+    down = "https://down.example/"
+    async with RecordingUpstream() as upstream, JwksServer([rsa]) as jwks:
+        text = base_config(jwks, upstream, REPORT_CONFIG).replace(
+            "    algorithms: [RS256, ES256]\n",
+            "    algorithms: [RS256, ES256]\n    token_type: at+jwt\n"
+            f"  - issuer: {down}\n    jwks_uri: http://127.0.0.1:{closed_port()}/jwks\n"
+            f"    audiences: [{AUDIENCE}]\n",
+            1,
+        )
+        registry = CollectorRegistry()
+        config = load_config_text(text, "report.yaml")
+        async with RunningGateway.start(config, registry=registry, shutdown_grace=1) as gateway:
+            for _ in range(200):  # the reachable issuer's keys; the other never gets any
+                if gateway.runtime.key_stores[jwks.issuer].ready:
+                    break
+                await asyncio.sleep(0.01)
+            plain_jwt = mint(rsa, issuer=jwks.issuer, audience=AUDIENCE)
+            unreachable = mint(rsa, issuer=down, audience=AUDIENCE)
+            for token in (plain_jwt, unreachable):
+                headers = {"Authorization": f"Bearer {token}"}
+                answer = await exchange(
+                    gateway.public_port, request_bytes("GET", "/contacts", headers)
+                )
+                assert answer.status == 200
+    assert len(upstream.received) == 2
+    assert not {"x-auth-subject", "x-auth-scopes"} & upstream.received[-1].names
+    for reason in ("invalid_token_type", "issuer_unavailable"):
+        labels = {"route": "list-contacts", "reason": reason}
+        assert registry.get_sample_value("scopegate_shadow_denials_total", labels) == 1
+        assert (registry.get_sample_value("scopegate_denials_total", labels) or 0) == 0

@@ -39,7 +39,7 @@ from scopegate.config.errors import (
     quoted,
     schema_errors,
 )
-from scopegate.config.model import Address, Config, Source
+from scopegate.config.model import Address, Config, Route, Source
 from scopegate.config.reading import MAX_FILE_BYTES, read_config_bytes
 from scopegate.config.yaml_nodes import Document, read_document
 
@@ -126,10 +126,7 @@ def _assemble(b: Builder) -> Config:
     imported = openapi_section.imported_routes(b)
     _check_references(b)
     _check_unique(b, "issuer", [((*p, "issuer"), p, i.issuer) for p, i in issuers if i])
-    # A default name ("GET /x") has no place of its own in the file: point at its route.
-    names = [((*p, "name") if "name" in doc.get(p) else p, p, r.name) for p, r in routes if r]
-    names += [(p, p, route.name) for p, route in imported.routes]  # at the openapi: entry
-    _check_unique(b, "route name", names)
+    _check_route_names(b, routes, imported.routes)
     listen, admin = _listeners(b)
     scopes, scope_sources = lint.catalogue(b)
     return Config(
@@ -151,6 +148,17 @@ def _assemble(b: Builder) -> Config:
         file=doc.file,
         load_warnings=tuple(imported.warnings),
     )
+
+
+def _check_route_names(
+    b: Builder, written: list[tuple[Path, Route | None]], imported: list[tuple[Path, Route]]
+) -> None:
+    """Route names are unique across `routes:` and what `openapi:` generates."""
+    # A default name ("GET /x") has no place of its own in the file: point at its route.
+    doc = b.doc
+    names = [((*p, "name") if "name" in doc.get(p) else p, p, r.name) for p, r in written if r]
+    names += [(p, p, route.name) for p, route in imported]  # at the openapi: entry
+    _check_unique(b, "route name", names)
 
 
 def _items(doc: Document, section: str, kind: type[list[Any] | dict[str, Any]]) -> list[Path]:

@@ -20,6 +20,7 @@ from scopegate.config.resource_document import PublishedMetadata
 from scopegate.errors import BodyStalled, BodyTooLarge, UpstreamError
 from scopegate.pipeline import RouteMatch
 from scopegate.pipeline.bearer import extract_bearer
+from scopegate.pipeline.cors import CorsPolicy
 from scopegate.pipeline.scopes import require
 from scopegate.pipeline.target import parse_target
 from scopegate.proxy import upstream
@@ -65,25 +66,29 @@ class Gateway:
             metadata = None if runtime.metadata is None else runtime.metadata.url
             answer = problem_answer(denied, exchange.request_id, close=close,
                                     resource_metadata=metadata)  # fmt: skip
-            request.answer(answer)
+            _answer(exchange, answer)
         except BodyStalled as stalled:
             exchange.error = "body_timeout"
             rid = exchange.request_id
             timeout = plain_problem(408, "Request Timeout", str(stalled), "timeout", rid)
             timeout.close = True
-            request.answer(timeout)
+            _answer(exchange, timeout)
         except UpstreamError as failure:
             exchange.error = exchange.upstream_failure = failure.kind
             title = "Bad gateway" if failure.status == 502 else "Gateway timeout"
             kind = f"upstream_{failure.kind}"
-            request.answer(
-                plain_problem(failure.status, title, failure.detail, kind, exchange.request_id)
+            _answer(
+                exchange,
+                plain_problem(failure.status, title, failure.detail, kind, exchange.request_id),
             )
         self._finish(exchange, self._clock() - started)
 
     async def _decide_and_forward(self, exchange: Exchange, runtime: Runtime) -> None:
         request = exchange.request
         limits = runtime.config.limits
+        cors, origin = runtime.cors, None
+        if cors is not None and (origin := request.header(b"origin")) is not None:
+            exchange.cors_headers = cors.answer_headers(origin)
         check_framing(request.version, request.method, request.raw_path, request.raw_headers,
                       limits.max_header_bytes)  # fmt: skip
         target = parse_target(request.raw_path)
@@ -91,9 +96,15 @@ class Gateway:
         if runtime.metadata is not None and target.path == runtime.metadata.path:
             _answer_metadata(exchange, runtime.metadata)
             return
+        if cors is not None and origin is not None and request.method == "OPTIONS":
+            method = request.header(b"access-control-request-method")
+            if method is not None and _preflight(exchange, runtime, cors, origin, method):
+                return
         match = runtime.routes.match(request.method, target.path)
         route = match.route
         exchange.route = route.name
+        if not route.cors:
+            exchange.cors_headers = None
         if route.enforce == "report":
             await self._authenticate_reporting(exchange, runtime, route)
         else:
@@ -132,6 +143,8 @@ class Gateway:
     async def _forward(self, exchange: Exchange, runtime: Runtime) -> None:
         head = runtime.headers.request_head(exchange)
         exchange.add_request_id_to_answer()
+        if exchange.cors_headers is not None:
+            exchange.answer_headers += exchange.cors_headers
         try:
             await upstream.forward(self._pool, exchange, head)
         except BodyTooLarge as too_large:
@@ -163,6 +176,40 @@ class Gateway:
             upstream_ms=None if upstream_ms is None else round(upstream_ms * 1000, 3),
             remote=request.remote,
         )
+
+
+def _answer(exchange: Exchange, answer: Answer) -> None:
+    """Send one of scopegate's own answers, readable by an allowed web origin."""
+    if exchange.cors_headers is not None:
+        answer.headers += exchange.cors_headers
+    exchange.request.answer(answer)
+
+
+def _preflight(
+    exchange: Exchange, runtime: Runtime, cors: CorsPolicy, origin: str, method: str
+) -> bool:
+    """Answer a CORS preflight (SPEC §6.2) for `method` on `path`, without a token and without
+    forwarding it; False when it is to be handled as any OPTIONS request: no route on the path,
+    or the route says `cors: false`. A refusal is `Denied(cors_rejected)`, without CORS headers."""
+    exchange.cors_headers = None
+    path = str(exchange.path)
+    try:
+        route = runtime.routes.match(method, path).route
+    except Denied as denied:
+        if denied.reason is not Reason.METHOD_NOT_ALLOWED:
+            return False
+        methods: frozenset[str] | tuple[str, ...] = denied.allow
+    else:
+        if not route.cors:
+            return False
+        exchange.route = route.name
+        methods = runtime.routes.methods_on(path) or frozenset({method})
+    requested = exchange.request.header(b"access-control-request-headers")
+    answer = Answer(204)
+    answer.headers += cors.preflight(origin, method, requested, methods)
+    answer.add("X-Request-Id", exchange.request_id)
+    exchange.request.answer(answer)
+    return True
 
 
 def _answer_metadata(exchange: Exchange, metadata: PublishedMetadata) -> None:

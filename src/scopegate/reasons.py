@@ -35,6 +35,7 @@ class Reason(StrEnum):
     BAD_PATH = "bad_path"
     BODY_TOO_LARGE = "body_too_large"
     HEADERS_TOO_LARGE = "headers_too_large"
+    CORS_REJECTED = "cors_rejected"
 
     @property
     def status(self) -> int:
@@ -91,6 +92,7 @@ _STATUS: dict[Reason, int] = {
     Reason.BAD_PATH: 400,
     Reason.BODY_TOO_LARGE: 413,
     Reason.HEADERS_TOO_LARGE: 431,
+    Reason.CORS_REJECTED: 403,
 }
 
 _TITLE: dict[Reason, str] = {
@@ -104,6 +106,7 @@ _TITLE: dict[Reason, str] = {
     Reason.BAD_PATH: "Bad request target",
     Reason.BODY_TOO_LARGE: "Request body too large",
     Reason.HEADERS_TOO_LARGE: "Request header fields too large",
+    Reason.CORS_REJECTED: "Cross-origin request rejected",
 }
 
 

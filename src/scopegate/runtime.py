@@ -21,6 +21,7 @@ from scopegate.config.model import Config, Forwarding, Issuer, JwksPolicy
 from scopegate.config.resource_document import PublishedMetadata, published_metadata
 from scopegate.keys.store import JwksStore, same_key_source
 from scopegate.pipeline import DESCRIBING_CLAIMS
+from scopegate.pipeline.cors import CorsPolicy
 from scopegate.pipeline.routing import (
     CompiledRoutes,
     RouteTable,
@@ -107,6 +108,7 @@ class Runtime:
     headers: HeaderPolicy
     fresh_stores: tuple[JwksStore, ...] = ()
     metadata: PublishedMetadata | None = None  # RFC 9728, when `resource_metadata` is set
+    cors: CorsPolicy | None = None  # SPEC §6.2, when `cors:` is set
 
     @classmethod
     def build(
@@ -135,6 +137,7 @@ class Runtime:
             headers=HeaderPolicy(config.forward),
             fresh_stores=fresh,
             metadata=published_metadata(config),
+            cors=None if config.cors is None else CorsPolicy(config.cors),
         )
 
     async def start(self) -> None:

@@ -28,6 +28,10 @@ class Answer:
                 return value
         return None
 
+    def all(self, name: str) -> list[str]:
+        """Every value of the header `name`, in order."""
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
     def json(self) -> Any:
         return json.loads(self.body)
 

@@ -121,6 +121,10 @@ class RecordingUpstream:
             response.headers.add("Set-Cookie", "a=1; Path=/")
             response.headers.add("Set-Cookie", "b=2; Path=/")
             return response
+        if head == "cors":  # an upstream with CORS headers of its own, which scopegate replaces
+            headers = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "X-Up",
+                       "Vary": "Accept-Encoding"}  # fmt: skip
+            return web.Response(text="cors", headers=headers)
         if head == "gzip":
             body = gzip.compress(b"compressed hello")
             return web.Response(body=body, headers={"Content-Encoding": "gzip"})

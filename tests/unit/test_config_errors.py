@@ -66,7 +66,7 @@ BAD = [
     pytest.param(edit("    leeway: 5", "    leway: 5"), ['f.yaml:5:5: issuers[0]: unknown key "leway" (did you mean "leeway"?)'], id="a typo in a key is an error that suggests the key"),
     pytest.param(edit("    scopes: [read", "    scope: [read"), ['f.yaml:13:5: routes[0]: unknown key "scope" (did you mean "scopes"?)'], id="scope for scopes never leaves a route unprotected"),
     pytest.param(BASE + "rotues: []\n", ['f.yaml:17:1: unknown key "rotues" (did you mean "routes"?)'], id="an unknown top-level key"),
-    pytest.param(BASE + "tls: {}\n", ['f.yaml:17:1: unknown key "tls" (known: admin_listen, enforce, forward, issuers, jwks, limits, listen, openapi, resource_metadata, routes, scopes, upstreams)'], id="an unknown key with no close match lists the known ones"),
+    pytest.param(BASE + "tls: {}\n", ['f.yaml:17:1: unknown key "tls" (known: admin_listen, cors, enforce, forward, issuers, jwks, limits, listen, openapi, resource_metadata, routes, scopes, upstreams)'], id="an unknown key with no close match lists the known ones"),
     pytest.param(edit("  api: http://127.0.0.1:8001", '  api: {url: "http://127.0.0.1:8001", timout: 5}'), ['f.yaml:7:39: upstreams.api: unknown key "timout" (did you mean "timeout"?)'], id="an unknown key inside an upstream mapping"),
     # report-only
     pytest.param(BASE + "enforce: warn\n", ['f.yaml:17:10: enforce: must be one of "enforce", "report", got "warn"'], id="enforce is enforce or report"),
@@ -75,6 +75,9 @@ BAD = [
     pytest.param(BASE + "resource_metadata:\n  public_url: https://gw.example/x?y\n", ['f.yaml:18:15: resource_metadata.public_url: "https://gw.example/x?y" must not have a query, fragment or user info'], id="public_url is a bare URL"),
     pytest.param(BASE + "resource_metadata:\n  public_url: https://gw.example\n  resource: https://r.example/#a\n", ['f.yaml:19:13: resource_metadata.resource: "https://r.example/#a" must not have a fragment (RFC 9728 §1.2)'], id="a resource identifier has no fragment"),
     pytest.param(edit("audiences: [api]", "audiences: [api, web]") + "resource_metadata:\n  public_url: https://gw.example\n", ['f.yaml:18:3: resource_metadata: set resource: the issuers name 2 audiences ("api", "web"), so which one identifies this resource cannot be told'], id="several audiences need the resource named"),
+    # CORS
+    pytest.param(BASE + 'cors:\n  allow_origins: ["*"]\n  allow_credentials: true\n', ['f.yaml:18:18: cors.allow_origins: "*" with allow_credentials: true is refused: name each origin'], id="a wildcard origin with credentials"),
+    pytest.param(BASE + "cors:\n  allow_origins: [https://a.example]\n  allow_methods: [get]\n  allow_headers: [x y]\n", ['f.yaml:19:19: cors.allow_methods[0]: "get": methods are case-sensitive; write "GET"', 'f.yaml:20:19: cors.allow_headers[0]: "x y" is not a header name'], id="methods and header names are checked"),
     # issuers
     pytest.param(edit("[RS256]", "[RS256, HS256, none]"), [f'f.yaml:4:25: issuers[0].algorithms[1]: "HS256" {HS256}', 'f.yaml:4:32: issuers[0].algorithms[2]: "none" is refused: an unsigned token proves nothing'], id="none and HS256 are refused, each with its reason"),
     pytest.param(edit("[RS256]", "[NONE]"), ['f.yaml:4:18: issuers[0].algorithms[0]: "NONE" is refused: an unsigned token proves nothing'], id="none is refused in any casing"),

@@ -325,3 +325,20 @@ def test_resource_metadata_defaults_to_the_one_audience_and_names_its_url() -> N
     )
     assert metadata.url == "https://gw.example/.well-known/oauth-protected-resource"
     assert load_config_text(MINIMAL, "m.yaml", {}).resource_metadata is None
+
+
+def test_cors_origins_that_are_not_origins_are_warnings_with_their_place() -> None:
+    text = MINIMAL + (
+        "cors:\n  allow_origins: [https://app.example.com, https://app.example.com/,"
+        " https://App.example.com, app.example.com, '*']\n"
+    )
+    config = load_config_text(text, "m.yaml", {})
+    assert config.cors is not None
+    assert config.cors.any_origin and "https://app.example.com" in config.cors.allow_origins
+    assert [w.split(": ", 1)[0] for w in config.load_warnings] == [
+        "m.yaml:10:44",
+        "m.yaml:10:70",
+        "m.yaml:10:95",
+    ]
+    assert all(w.endswith(", so it never matches") for w in config.load_warnings)
+    assert load_config_text(MINIMAL, "m.yaml", {}).cors is None

@@ -177,13 +177,20 @@ def scope_rule(value: Any) -> ScopeRule:
 
 def _methods(b: Builder, path: Path, methods: list[str] | None) -> frozenset[str] | None:
     for where, method in (((*path, i), method) for i, method in enumerate(methods or ())):
-        if method in ("*", "ANY"):
-            b.error(where, f"{quoted(method)}: leave methods out to allow every method")
-        elif not _TOKEN.fullmatch(method):
-            b.error(where, f"{quoted(method)} is not an HTTP method")
-        elif method != method.upper():
-            b.error(where, f'"{method}": methods are case-sensitive; write "{method.upper()}"')
+        if (problem := default_method_problem(method)) is not None:
+            b.error(where, problem)
     return None if methods is None else frozenset(methods)
+
+
+def default_method_problem(method: str) -> str | None:
+    """What is wrong with `method` as a method a route (or CORS) names, or None."""
+    if method in ("*", "ANY"):
+        return f"{quoted(method)}: leave methods out to allow every method"
+    if not _TOKEN.fullmatch(method):
+        return f"{quoted(method)} is not an HTTP method"
+    if method != method.upper():
+        return f'"{method}": methods are case-sensitive; write "{method.upper()}"'
+    return None
 
 
 def default_route_name(path: str, methods: frozenset[str] | None) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from scopegate.config import build, lint, metadata, openapi_section
+from scopegate.config import build, cors, lint, metadata, openapi_section
 from scopegate.config.build import Builder, valid_host
 from scopegate.config.errors import (
     ConfigError,
@@ -124,6 +124,7 @@ def _assemble(b: Builder) -> Config:
     routes = [(path, build.route(b, path)) for path in _items(doc, "routes", list)]
     openapi_section.check_routes_present(b)
     imported = openapi_section.imported_routes(b)
+    warnings = list(imported.warnings)
     _check_references(b)
     _check_unique(b, "issuer", [((*p, "issuer"), p, i.issuer) for p, i in issuers if i])
     _check_route_names(b, routes, imported.routes)
@@ -146,7 +147,8 @@ def _assemble(b: Builder) -> Config:
             b, [issuer for _, issuer in issuers if issuer]
         ),
         file=doc.file,
-        load_warnings=tuple(imported.warnings),
+        cors=cors.cors(b, warnings),
+        load_warnings=tuple(warnings),
     )
 
 

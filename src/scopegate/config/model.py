@@ -150,6 +150,7 @@ class Route:
     # report: what the token, audience and scope checks would deny is forwarded, and counted as
     # a shadow denial (SPEC §6.6); the request's own shape is checked either way.
     enforce: Literal["enforce", "report"] = "enforce"
+    cors: bool = True  # False: no CORS for this route, even with a top-level `cors:`
     scopes: ScopeRule = NO_SCOPES
     audience: str | None = None  # replaces the issuers' `audiences` for this route
     strip_prefix: str | None = None
@@ -165,6 +166,21 @@ class Route:
         if self.methods is not None and "GET" in self.methods:
             return self.methods | {"HEAD"}
         return self.methods
+
+
+@dataclass(frozen=True, slots=True)
+class Cors:
+    """SPEC §6.2: which web origins may call the API from a browser, and how. Origins are exact
+    (`https://app.example.com`); `any_origin` is `"*"`, never with credentials. Header names are
+    lower-case; `allow_methods` None: the methods of the routes on the preflight's path."""
+
+    allow_origins: frozenset[str] = frozenset()
+    any_origin: bool = False
+    allow_methods: tuple[str, ...] | None = None
+    allow_headers: tuple[str, ...] = ("authorization", "content-type")
+    expose_headers: tuple[str, ...] = ("x-request-id",)
+    allow_credentials: bool = False
+    max_age: int = 600
 
 
 WELL_KNOWN_RESOURCE_METADATA = "/.well-known/oauth-protected-resource"
@@ -199,6 +215,7 @@ class Config:
     forward: Forwarding = field(default_factory=Forwarding)
     enforce: Literal["enforce", "report"] = "enforce"  # the default of every route
     resource_metadata: ResourceMetadata | None = None
+    cors: Cors | None = None
     file: str = "<built-in>"
     # What loading skipped without refusing the file, as `FILE:LINE:COL: message` (operations
     # of an OpenAPI description that cannot be mapped): `check` shows them as warnings.

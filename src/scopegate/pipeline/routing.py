@@ -217,6 +217,14 @@ class RouteTable:
         """Routes most specific first, as `check` prints them; the same for any file order."""
         return iter(self._routes)
 
+    def methods_on(self, path: str) -> frozenset[str] | None:
+        """Every method the routes matching `path` allow; None when one of them allows every
+        method (the empty method is allowed only by such a route)."""
+        search = _Search("", path)
+        if search.walk(self._root, 0) is not None:
+            return None
+        return frozenset(search.allowed)
+
     def match(self, method: str, path: str) -> RouteMatch:
         """The route for `method` on `path` (already normalised by `target.parse_target`).
 

@@ -42,6 +42,9 @@ class Exchange:
     target: str = ""  # the request target sent upstream: its base path, the path, the query
     body_limit: int = 0
     answer_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # CORS headers for an allowed `Origin` (SPEC §6.2): on every answer, replacing the
+    # upstream's own; None without `cors:`, without an allowed origin, or on `cors: false`.
+    cors_headers: list[tuple[bytes, bytes]] | None = None
     # How it ended: a denial's reason, or an error that is not a denial (`body_timeout`, an
     # upstream failure's kind); what the upstream failed with, even midway through a relay; how
     # long the upstream took, when it was asked.

@@ -44,7 +44,7 @@ async def forward(pool: UpstreamPool, exchange: Exchange, head: bytes) -> None:
     try:
         connection = await _send(pool, request, upstream, head, exchange.body_limit)
         try:
-            relayed = await _relay(request, connection, upstream.timeout, exchange.answer_headers)
+            relayed = await _relay(request, connection, upstream.timeout, exchange)
         finally:
             pool.release(upstream, connection)
         if not relayed:
@@ -121,11 +121,12 @@ async def _relay(
     request: Request,
     connection: UpstreamConnection,
     max_wait: float,
-    extra_headers: list[tuple[bytes, bytes]],
+    exchange: Exchange,
 ) -> bool:
     """Relay the answer; False when it broke off midway (the client's connection is then cut)."""
     answer: AnswerHead = await connection.read_head(max_wait)
-    headers = response_headers(answer.headers, extra_headers)
+    cors = exchange.cors_headers is not None
+    headers = response_headers(answer.headers, exchange.answer_headers, cors=cors)
     length = answer.content_length
     if length is not None and length <= SMALL_BODY and _has_body(request, answer.status):
         # A small answer of known length is read whole and sent in one write with its head:

@@ -56,6 +56,9 @@ class Case:
     workers: int = 1
     connections: int = 1  # keep-alive connections the requests take turns on
     enforce: str = "enforce"  # report: every route report-only (SPEC §6.6)
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request
+    cors: bool = False  # a `cors:` section allowing ORIGIN (SPEC §6.2)
 
 
 CASES = [
@@ -64,6 +67,26 @@ CASES = [
     Case("scopegate, valid token (warm)", "scopegate", token="warm"),
     Case("scopegate, a new token every request (cold)", "scopegate", token="new"),
     Case("scopegate, 403 insufficient scope", "scopegate", token="denied", status=403),
+    Case(
+        "scopegate, cors configured, valid token (warm) from an allowed origin",
+        "scopegate",
+        token="warm",
+        cors=True,
+        headers=(("Origin", peers.ORIGIN),),
+    ),
+    Case(
+        "scopegate, cors configured, preflight",
+        "scopegate",
+        method="OPTIONS",
+        cors=True,
+        status=204,
+        headers=(
+            ("Origin", peers.ORIGIN),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ),
+    ),
+    Case("scopegate, 404 no route", "scopegate", path="/nowhere", status=404),
     Case("scopegate, report-only, valid token (warm)", "scopegate", token="warm", enforce="report"),
     Case(
         "scopegate, report-only, insufficient scope forwarded",
@@ -129,7 +152,8 @@ def _count(tmp: Path, case: Case, issuer: str, upstream_port: int, tokens: list[
         command = peers.bare_proxy_command(port, upstream_port)
     else:
         config = peers.scopegate_config(tmp, "instructions", issuer, upstream_port, port,
-                                        routes=case.routes, enforce=case.enforce)  # fmt: skip
+                                        routes=case.routes, enforce=case.enforce,
+                                        cors=case.cors)  # fmt: skip
         command = peers.scopegate_command(config, case.workers)
     for old in tmp.glob("callgrind.out*"):
         old.unlink()
@@ -174,8 +198,10 @@ def _send(port: int, case: Case, tokens: Sequence[str | None], *,
         for index, token in enumerate(tokens):
             connection = connections[index % len(connections)]
             while True:
-                headers = {} if token is None else {"Authorization": f"Bearer {token}"}
-                connection.request("GET", case.path, headers=headers)
+                headers = dict(case.headers)
+                if token is not None:
+                    headers["Authorization"] = f"Bearer {token}"
+                connection.request(case.method, case.path, headers=headers)
                 answer = connection.getresponse()
                 answer.read()
                 retry = wait_for_keys and answer.status == 503

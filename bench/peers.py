@@ -112,10 +112,15 @@ def node_command(port: int, upstream_port: int, issuer: str) -> list[str]:
             issuer, AUDIENCE]  # fmt: skip
 
 
+ORIGIN = "https://app.example.com"  # the web origin the CORS cases allow
+
+
 def scopegate_config(tmp: Path, name: str, issuer: str, upstream_port: int, port: int, *,
-                     routes: int = 10, cache: int = 10_000, enforce: str = "enforce") -> Path:  # fmt: skip
+                     routes: int = 10, cache: int = 10_000, enforce: str = "enforce",
+                     cors: bool = False) -> Path:  # fmt: skip
     lines = [
         f"enforce: {enforce}",
+        f"cors: {{allow_origins: [{ORIGIN}]}}" if cors else "",
         f"limits: {{token_cache_size: {cache}, max_body_bytes: 4294967296}}",
         f"listen: 127.0.0.1:{port}", f"admin_listen: 127.0.0.1:{free_port()}",
         "issuers:", f"  - issuer: {issuer}", f"    audiences: [{AUDIENCE}]",

@@ -143,8 +143,6 @@ class Gateway:
     async def _forward(self, exchange: Exchange, runtime: Runtime) -> None:
         head = runtime.headers.request_head(exchange)
         exchange.add_request_id_to_answer()
-        if exchange.cors_headers is not None:
-            exchange.answer_headers += exchange.cors_headers
         try:
             await upstream.forward(self._pool, exchange, head)
         except BodyTooLarge as too_large:
@@ -198,7 +196,7 @@ def _preflight(
     except Denied as denied:
         if denied.reason is not Reason.METHOD_NOT_ALLOWED:
             return False
-        methods: frozenset[str] | tuple[str, ...] = denied.allow
+        methods = frozenset(denied.allow)
     else:
         if not route.cors:
             return False

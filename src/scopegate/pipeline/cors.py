@@ -17,13 +17,12 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from scopegate.config.model import Cors
 from scopegate.reasons import Denied, Reason
 
 Headers = list[tuple[bytes, bytes]]
 
+_PREFLIGHTS_REMEMBERED = 256
 _VARY_PREFLIGHT = b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
 
 
@@ -40,14 +39,22 @@ class CorsPolicy:
         self._allow_headers = ", ".join(cors.allow_headers).encode("ascii")
         self._max_age = str(cors.max_age).encode("ascii")
         self._credentials = cors.allow_credentials
+        # The answer headers of each named origin, made once: most requests come from one.
+        self._answers = {origin: self._headers_for(origin) for origin in cors.allow_origins}
+        self._preflights: dict[tuple[str, str, str | None, frozenset[str]], Headers] = {}
 
     def allows(self, origin: str) -> bool:
         return origin in self._origins or (self._any_origin and origin != "null")
 
     def answer_headers(self, origin: str) -> Headers | None:
-        """The CORS headers of an answer to a request from `origin`; None if not allowed."""
-        if not self.allows(origin):
-            return None
+        """The CORS headers of an answer to a request from `origin`; None if not allowed.
+        The list is shared between requests: add it to an answer's headers, never change it."""
+        answer = self._answers.get(origin)
+        if answer is not None or not self._any_origin or origin == "null":
+            return answer
+        return self._headers_for(origin)
+
+    def _headers_for(self, origin: str) -> Headers:
         headers = [
             (b"Access-Control-Allow-Origin", origin.encode("latin-1")),
             (b"Access-Control-Expose-Headers", self._expose),
@@ -58,16 +65,32 @@ class CorsPolicy:
         return headers
 
     def preflight(
-        self, origin: str, method: str, requested: str | None, methods_on_path: Iterable[str]
+        self, origin: str, method: str, requested: str | None, methods_on_path: frozenset[str]
     ) -> Headers:
         """The headers of a 204 that lets the browser send `method` with the `requested`
         headers from `origin`; `Denied(cors_rejected)` when any of the three is not allowed.
-        `methods_on_path`: what the routes of the path allow, the default of `allow_methods`."""
+        `methods_on_path`: what the routes of the path allow, the default of `allow_methods`.
+
+        An app sends the same few preflights again and again: the answers allowed are
+        remembered (at most `_PREFLIGHTS_REMEMBERED`; then the memory starts over)."""
+        key = (origin, method, requested, methods_on_path)
+        remembered = self._preflights.get(key)
+        if remembered is not None:
+            return remembered
+        headers = self._checked_preflight(origin, method, requested, methods_on_path)
+        if len(self._preflights) >= _PREFLIGHTS_REMEMBERED:
+            self._preflights.clear()
+        self._preflights[key] = headers
+        return headers
+
+    def _checked_preflight(
+        self, origin: str, method: str, requested: str | None, methods_on_path: frozenset[str]
+    ) -> Headers:
         if not self.allows(origin):
             raise Denied(
                 Reason.CORS_REJECTED, f"the origin {origin} is not allowed", challenge=False
             )
-        allowed = self._methods if self._methods is not None else frozenset(methods_on_path)
+        allowed = self._methods if self._methods is not None else methods_on_path
         if method not in allowed:
             raise Denied(Reason.CORS_REJECTED, f"{method} is not allowed from {origin}",
                          challenge=False)  # fmt: skip

@@ -178,13 +178,17 @@ class HeaderPolicy:
 
 
 def response_headers(
-    raw: RawHeaders, extra: list[tuple[bytes, bytes]], *, cors: bool = False
+    raw: RawHeaders,
+    extra: list[tuple[bytes, bytes]],
+    cors: list[tuple[bytes, bytes]] | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """The upstream's response headers minus hop-by-hop ones (framing is scopegate's to set),
-    then each of `extra` the upstream did not send itself. With `cors`, the upstream's own
-    `Access-Control-*` headers give way to scopegate's in `extra`, and `Vary` is added to."""
-    if cors:
-        return _with_cors(list(raw), extra)
+    then each of `extra` the upstream did not send itself. `cors`: scopegate's CORS headers,
+    which replace the upstream's own `Access-Control-*` ones (its `Vary` is kept, and ours,
+    `Vary: Origin`, added)."""
+    if cors is not None:
+        kept = [(n, v) for n, v in raw if n[:15].lower() != b"access-control-"]
+        return response_headers(kept, extra) + cors
     raw = list(raw)
     dropped = _with_connection_named(_RESPONSE_DROPPED, raw)
     out = []
@@ -206,18 +210,6 @@ def _body_framing(request: Request) -> bytes:
     if request.body_exists:
         return b"Transfer-Encoding: chunked\r\n"
     return b""
-
-
-def _with_cors(
-    raw: list[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]]
-) -> list[tuple[bytes, bytes]]:
-    ours = [(n, v) for n, v in extra if n.lower() == b"vary" or _is_cors(n)]
-    kept = [(n, v) for n, v in raw if not _is_cors(n)]
-    return response_headers(kept, [pair for pair in extra if pair not in ours]) + ours
-
-
-def _is_cors(name: bytes) -> bool:
-    return name[:15].lower() == b"access-control-"
 
 
 def _with_connection_named(

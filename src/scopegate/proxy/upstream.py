@@ -125,8 +125,7 @@ async def _relay(
 ) -> bool:
     """Relay the answer; False when it broke off midway (the client's connection is then cut)."""
     answer: AnswerHead = await connection.read_head(max_wait)
-    cors = exchange.cors_headers is not None
-    headers = response_headers(answer.headers, exchange.answer_headers, cors=cors)
+    headers = response_headers(answer.headers, exchange.answer_headers, exchange.cors_headers)
     length = answer.content_length
     if length is not None and length <= SMALL_BODY and _has_body(request, answer.status):
         # A small answer of known length is read whole and sent in one write with its head:

@@ -1,4 +1,4 @@
-"""External programs some tests need (promtool, prometheus, node).
+"""External programs some tests need (promtool, prometheus, node, chromium).
 
 On a developer's machine a missing program skips the test with a note on how to get it; in CI
 (`CI=true`) it fails the test, because `.ci/run` installs every one of them.

@@ -61,6 +61,12 @@ class Case:
     cors: bool = False  # a `cors:` section allowing ORIGIN (SPEC §6.2)
 
 
+PREFLIGHT_HEADERS = (
+    ("Origin", peers.ORIGIN),
+    ("Access-Control-Request-Method", "GET"),
+    ("Access-Control-Request-Headers", "authorization"),
+)
+
 CASES = [
     Case("bare aiohttp proxy, no auth", "bare"),
     Case("scopegate, public route", "scopegate", "/public/x"),
@@ -80,13 +86,21 @@ CASES = [
         method="OPTIONS",
         cors=True,
         status=204,
-        headers=(
-            ("Origin", peers.ORIGIN),
-            ("Access-Control-Request-Method", "GET"),
-            ("Access-Control-Request-Headers", "authorization"),
-        ),
+        headers=PREFLIGHT_HEADERS,
     ),
-    Case("scopegate, 404 no route", "scopegate", path="/nowhere", status=404),
+    Case(
+        "scopegate, no cors, valid token (warm) with the same Origin header",
+        "scopegate",
+        token="warm",
+        headers=(("Origin", peers.ORIGIN),),
+    ),
+    Case(
+        "scopegate, 404 no route with the preflight's headers",
+        "scopegate",
+        path="/nowhere",
+        status=404,
+        headers=PREFLIGHT_HEADERS,
+    ),
     Case("scopegate, report-only, valid token (warm)", "scopegate", token="warm", enforce="report"),
     Case(
         "scopegate, report-only, insufficient scope forwarded",

@@ -186,20 +186,17 @@ def response_headers(
     then each of `extra` the upstream did not send itself. `cors`: scopegate's CORS headers,
     which replace the upstream's own `Access-Control-*` ones (its `Vary` is kept, and ours,
     `Vary: Origin`, added)."""
-    if cors is not None:
-        kept = [(n, v) for n, v in raw if n[:15].lower() != b"access-control-"]
-        return response_headers(kept, extra) + cors
     raw = list(raw)
     dropped = _with_connection_named(_RESPONSE_DROPPED, raw)
     out = []
     present = set()
     for name, value in raw:
         lower = name.lower()
-        if lower not in dropped:
+        if lower not in dropped and (cors is None or lower[:15] != b"access-control-"):
             out.append((name, value))
             present.add(lower)
     out += [(name, value) for name, value in extra if name.lower() not in present]
-    return out
+    return out if cors is None else out + cors
 
 
 def _body_framing(request: Request) -> bytes:

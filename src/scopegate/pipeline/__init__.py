@@ -10,6 +10,8 @@ The order every request goes through, one module each:
    `verify`   — algorithm, issuer, key, signature, times, audience, type → `Principal`, or 401 / 503
    `scopes`   — the route's rule against the token's scopes → nothing, or 403
 
+Beside them, `cors` answers a browser's preflight and says which origins may read an answer.
+
 Nothing in this package does I/O of its own: keys arrive through the `verify.KeySource` protocol.
 """
 

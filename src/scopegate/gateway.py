@@ -86,9 +86,7 @@ class Gateway:
     async def _decide_and_forward(self, exchange: Exchange, runtime: Runtime) -> None:
         request = exchange.request
         limits = runtime.config.limits
-        cors, origin = runtime.cors, None
-        if cors is not None and (origin := request.header(b"origin")) is not None:
-            exchange.cors_headers = cors.answer_headers(origin)
+        origin = None if runtime.cors is None else _origin_allowed_to_read(exchange, runtime.cors)
         check_framing(request.version, request.method, request.raw_path, request.raw_headers,
                       limits.max_header_bytes)  # fmt: skip
         target = parse_target(request.raw_path)
@@ -96,10 +94,8 @@ class Gateway:
         if runtime.metadata is not None and target.path == runtime.metadata.path:
             _answer_metadata(exchange, runtime.metadata)
             return
-        if cors is not None and origin is not None and request.method == "OPTIONS":
-            method = request.header(b"access-control-request-method")
-            if method is not None and _preflight(exchange, runtime, cors, origin, method):
-                return
+        if origin is not None and _preflight(exchange, runtime, origin):
+            return
         match = runtime.routes.match(request.method, target.path)
         route = match.route
         exchange.route = route.name
@@ -183,12 +179,22 @@ def _answer(exchange: Exchange, answer: Answer) -> None:
     exchange.request.answer(answer)
 
 
-def _preflight(
-    exchange: Exchange, runtime: Runtime, cors: CorsPolicy, origin: str, method: str
-) -> bool:
-    """Answer a CORS preflight (SPEC §6.2) for `method` on `path`, without a token and without
-    forwarding it; False when it is to be handled as any OPTIONS request: no route on the path,
-    or the route says `cors: false`. A refusal is `Denied(cors_rejected)`, without CORS headers."""
+def _origin_allowed_to_read(exchange: Exchange, cors: CorsPolicy) -> str | None:
+    """The request's `Origin`, if any; the CORS headers its answers carry when it is allowed."""
+    origin = exchange.request.header(b"origin")
+    if origin is not None:
+        exchange.cors_headers = cors.answer_headers(origin)
+    return origin
+
+
+def _preflight(exchange: Exchange, runtime: Runtime, origin: str) -> bool:
+    """Answer a CORS preflight (SPEC §6.2) without a token and without forwarding it; False when
+    it is to be handled as any OPTIONS request: not a preflight, no route on the path, or the
+    route says `cors: false`. A refusal is `Denied(cors_rejected)`, without CORS headers."""
+    request, cors = exchange.request, runtime.cors
+    method = request.header(b"access-control-request-method")
+    if request.method != "OPTIONS" or method is None or cors is None:
+        return False
     exchange.cors_headers = None
     path = str(exchange.path)
     try:

@@ -130,8 +130,9 @@ def _assemble(b: Builder) -> Config:
     _check_route_names(b, routes, imported.routes)
     listen, admin = _listeners(b)
     scopes, scope_sources = lint.catalogue(b)
+    built_issuers = tuple(issuer for _, issuer in issuers if issuer)
     return Config(
-        issuers=tuple(issuer for _, issuer in issuers if issuer),
+        issuers=built_issuers,
         upstreams={upstream.name: upstream for upstream in upstreams if upstream},
         routes=tuple(route for _, route in routes if route)
         + tuple(route for _, route in imported.routes),
@@ -143,9 +144,7 @@ def _assemble(b: Builder) -> Config:
         scope_sources=imported.scope_sources | scope_sources,
         forward=build.forwarding(b),
         enforce=build.default_enforcement(b),
-        resource_metadata=metadata.resource_metadata(
-            b, [issuer for _, issuer in issuers if issuer]
-        ),
+        resource_metadata=metadata.resource_metadata(b, built_issuers),
         file=doc.file,
         cors=cors.cors(b, warnings),
         load_warnings=tuple(warnings),

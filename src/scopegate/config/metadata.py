@@ -8,6 +8,8 @@ issuers name several, or none, the file must say which one this resource is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from scopegate.config.build import Builder, http_url_problem
 from scopegate.config.errors import quoted
 from scopegate.config.model import Issuer, ResourceMetadata
@@ -15,7 +17,7 @@ from scopegate.config.model import Issuer, ResourceMetadata
 _SECTION = ("resource_metadata",)
 
 
-def resource_metadata(b: Builder, issuers: list[Issuer]) -> ResourceMetadata | None:
+def resource_metadata(b: Builder, issuers: Sequence[Issuer]) -> ResourceMetadata | None:
     if b.doc.get(_SECTION) is None:
         return None
     spec = b.doc.trusted(_SECTION)
@@ -42,7 +44,7 @@ def _checked_url(
     return value
 
 
-def _one_audience(b: Builder, issuers: list[Issuer]) -> str | None:
+def _one_audience(b: Builder, issuers: Sequence[Issuer]) -> str | None:
     audiences = sorted({audience for issuer in issuers for audience in issuer.audiences})
     if len(audiences) == 1:
         return audiences[0]

@@ -25,7 +25,7 @@ from scopegate.config.openapi_document import relative_to
 @dataclass
 class ImportedSection:
     """What every entry gave: routes with the place of their entry, the descriptions' scope
-    catalogue with where each came from, and the operations skipped."""
+    catalogue with where each came from, and the notes on what could not be mapped as written."""
 
     routes: list[tuple[Path, Route]] = field(default_factory=list)
     scopes: dict[str, str] = field(default_factory=dict)

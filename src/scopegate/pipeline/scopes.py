@@ -68,7 +68,7 @@ def missing_scopes(rule: ScopeRule, granted: frozenset[str]) -> frozenset[str]:
 def require(rule: ScopeRule, granted: frozenset[str]) -> None:
     """Pass when some alternative of ``rule`` is wholly granted; otherwise refuse with 403.
 
-    A rule without any alternative (the loader never builds one) is met by no token: it fails
+    A rule without any alternative (`auth: deny`, `NO_TOKEN_PASSES`) is met by no token: it fails
     closed with a 403 instead of crashing.
     """
     closest = closest_alternative(rule, granted)

@@ -24,7 +24,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from tests.e2e.conftest import BASE_CONFIG, Env, gateway_env
-from tests.support.browser import Browser, launch_browser
+from tests.support.browser import Browser, Evaluated, launch_browser
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
@@ -76,6 +76,13 @@ class Stack:
         self.browser.clear_events()
         self.env.upstream.received.clear()
 
+    async def fetch_from(self, origin: str, method: str, path: str, token: str) -> Evaluated:
+        """What a page of `origin` can read of its app's `fetch` of the gateway's `path`, sent
+        with `token` (a rejected fetch comes back as the page's error)."""
+        await self.open_page(origin)
+        init = {"method": method, "headers": {"Authorization": f"Bearer {token}"}}
+        return await self.browser.evaluate(fetch_expression(self.env.url + path, init))
+
     def preflight_statuses(self, path: str) -> list[int]:
         """The status of every preflight the browser sent for the gateway's `path`."""
         url = self.env.url + path
@@ -124,13 +131,8 @@ def fetch_expression(url: str, init: dict[str, Any]) -> str:
 async def test_a_get_with_a_token_from_the_allowed_origin_reads_the_upstreams_answer(
     stack: Stack,
 ) -> None:
-    await stack.open_page(stack.page_origin)
     token = stack.bearer_token(("read:contacts",))
-    init = {"headers": {"Authorization": f"Bearer {token}"}}
-
-    answer = (
-        await stack.browser.evaluate(fetch_expression(stack.env.url + "/contacts", init))
-    ).ok()
+    answer = (await stack.fetch_from(stack.page_origin, "GET", "/contacts", token)).ok()
 
     assert answer["status"] == 200
     assert json.loads(answer["body"]) == {"method": "GET", "target": "/contacts", "length": 0}
@@ -146,13 +148,8 @@ async def test_a_get_with_a_token_from_the_allowed_origin_reads_the_upstreams_an
 async def test_b_delete_without_the_scope_shows_the_app_the_insufficient_scope_challenge(
     stack: Stack,
 ) -> None:
-    await stack.open_page(stack.page_origin)
     read_only = stack.bearer_token(("read:contacts",))
-    init = {"method": "DELETE", "headers": {"Authorization": f"Bearer {read_only}"}}
-
-    answer = (
-        await stack.browser.evaluate(fetch_expression(stack.env.url + "/contacts/7", init))
-    ).ok()
+    answer = (await stack.fetch_from(stack.page_origin, "DELETE", "/contacts/7", read_only)).ok()
 
     assert answer["status"] == 403
     # Readable by the page only because the gateway exposes WWW-Authenticate to allowed origins:
@@ -166,11 +163,8 @@ async def test_b_delete_without_the_scope_shows_the_app_the_insufficient_scope_c
 async def test_c_a_page_from_an_origin_not_allowed_is_blocked_by_the_browser(
     stack: Stack,
 ) -> None:
-    await stack.open_page(stack.other_origin)
     token = stack.bearer_token(("read:contacts",))
-    init = {"headers": {"Authorization": f"Bearer {token}"}}
-
-    answer = await stack.browser.evaluate(fetch_expression(stack.env.url + "/contacts", init))
+    answer = await stack.fetch_from(stack.other_origin, "GET", "/contacts", token)
 
     # The page learns nothing but a network error: not the status, not a header.
     assert answer.error == "TypeError: Failed to fetch"

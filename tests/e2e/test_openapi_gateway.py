@@ -158,7 +158,9 @@ def test_import_openapi_prints_a_table_check_accepts(tmp_path: Path) -> None:
     assert "valid: 97 route(s)" in checked.stdout
 
 
-def test_import_openapi_reports_what_it_skips_and_refuses_invalid_documents(tmp_path: Path) -> None:
+def test_import_openapi_reports_what_it_cannot_map_and_refuses_invalid_documents(
+    tmp_path: Path,
+) -> None:
     document = tmp_path / "api.yaml"
     document.write_text(
         "openapi: 3.1.0\ninfo: {title: t, version: '1'}\n"

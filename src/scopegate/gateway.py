@@ -192,8 +192,10 @@ def _preflight(exchange: Exchange, runtime: Runtime, origin: str) -> bool:
     it is to be handled as any OPTIONS request: not a preflight, no route on the path, or the
     route says `cors: false`. A refusal is `Denied(cors_rejected)`, without CORS headers."""
     request, cors = exchange.request, runtime.cors
+    if request.method != "OPTIONS" or cors is None:
+        return False  # checked first: every request from a browser comes here
     method = request.header(b"access-control-request-method")
-    if request.method != "OPTIONS" or method is None or cors is None:
+    if method is None:
         return False
     exchange.cors_headers = None
     path = str(exchange.path)

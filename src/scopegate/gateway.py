@@ -2,6 +2,9 @@
 
     framing → target → routing → bearer → verify → scopes → body limit → headers → upstream
 
+A WebSocket upgrade on a route with `websocket: true` (SPEC §6.3) takes the same steps, its token
+possibly from the query; after the upstream's 101 the connection is a tunnel until it closes.
+
 A denial is raised as `Denied` by whichever stage refuses and caught here once; the same value
 makes the answer, the metric and the access-log line. A denied request never reaches an upstream:
 forwarding is the last step, after every check has passed. The one exception is asked for: on a
@@ -12,6 +15,7 @@ body limit) is checked as everywhere, and only a verified token's identity is fo
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -19,11 +23,11 @@ from scopegate.config.model import Route
 from scopegate.config.resource_document import PublishedMetadata
 from scopegate.errors import BodyStalled, BodyTooLarge, UpstreamError
 from scopegate.pipeline import RouteMatch
-from scopegate.pipeline.bearer import extract_bearer
+from scopegate.pipeline.bearer import bearer_from_query, extract_bearer, take_query_token
 from scopegate.pipeline.cors import CorsPolicy
 from scopegate.pipeline.scopes import require
 from scopegate.pipeline.target import parse_target
-from scopegate.proxy import upstream
+from scopegate.proxy import upstream, websocket
 from scopegate.proxy.exchange import Exchange
 from scopegate.proxy.pool import UpstreamPool
 from scopegate.reasons import Denied, Reason
@@ -34,6 +38,7 @@ from scopegate.telemetry.metrics import Metrics
 from scopegate.wire.answer import Answer
 from scopegate.wire.framing import check_framing
 from scopegate.wire.problems import plain_problem, problem_answer, request_id
+from scopegate.wire.websocket import POLICY_VIOLATION
 
 METADATA_ROUTE = "(resource metadata)"  # its `route` label, set apart from route names
 
@@ -101,6 +106,10 @@ class Gateway:
         exchange.route = route.name
         if not route.cors:
             exchange.cors_headers = None
+        query = target.query
+        upgrade = route.websocket and websocket.asks_for_websocket(request)
+        if upgrade:
+            query = _websocket_upgrade(exchange, runtime, route, origin, query)
         if route.enforce == "report":
             await self._authenticate_reporting(exchange, runtime, route)
         else:
@@ -111,16 +120,22 @@ class Gateway:
             request.send_continue()  # SPEC §3.1: only now that the request is allowed
         upstream = exchange.upstream = runtime.config.upstreams[route.upstream]
         path = _strip_prefix(match.path, route.strip_prefix)
-        query = "" if target.query is None else "?" + target.query
-        exchange.target = upstream.base_path + path + query
-        await self._forward(exchange, runtime)
+        exchange.target = upstream.base_path + path + ("" if query is None else "?" + query)
+        if upgrade:
+            await self._relay_websocket(exchange, runtime)
+        else:
+            await self._forward(exchange, runtime)
 
     async def _authenticate(self, exchange: Exchange, runtime: Runtime, route: Route) -> None:
         """The token's principal into `exchange` once verified, then its scopes checked."""
         if route.auth == "none":
             return
         headers = exchange.request.header_values(b"authorization")
-        token = extract_bearer(headers, runtime.config.limits.max_token_bytes)
+        limit = runtime.config.limits.max_token_bytes
+        if exchange.query_token is None:
+            token = extract_bearer(headers, limit)
+        else:
+            token = bearer_from_query(headers, exchange.query_token, limit)
         exchange.principal = await runtime.verifier.verify(token, audience=route.audience)
         require(route.scopes, exchange.principal.scopes)
 
@@ -143,6 +158,30 @@ class Gateway:
             await upstream.forward(self._pool, exchange, head)
         except BodyTooLarge as too_large:
             raise Denied(Reason.BODY_TOO_LARGE, str(too_large), challenge=False) from None
+
+    async def _relay_websocket(self, exchange: Exchange, runtime: Runtime) -> None:
+        """Forward the upgrade; once switched, relay until either side or the gateway closes:
+        the gateway closes with 1008 when the token expires (`exp` plus the issuer's leeway)."""
+        head = websocket.upgrade_head(runtime.headers.request_head(exchange))
+        exchange.add_request_id_to_answer()
+        idle = runtime.config.limits.websocket_idle_timeout
+        tunnel = await websocket.open_tunnel(self._pool, exchange, head, idle)
+        if tunnel is None:
+            return  # the upstream answered otherwise, and that answer was relayed
+        principal = exchange.principal
+        if principal.expires_at is not None:
+            expires = principal.expires_at + _leeway(runtime, principal.issuer) - time.time()
+            tunnel.close_at(expires, POLICY_VIOLATION, "token expired", "token_expired")
+        opened = self._clock()
+        self._metrics.websocket_opened(exchange.route)
+        reason = "shutdown"
+        try:
+            reason = await tunnel.ended
+        finally:
+            self._metrics.websocket_closed(exchange.route, reason)
+            logs.event("websocket closed", logging.INFO, request_id=exchange.request_id,
+                       route=exchange.route, reason=reason,
+                       seconds=round(self._clock() - opened, 3))  # fmt: skip
 
     def _finish(self, exchange: Exchange, seconds: float) -> None:
         request = exchange.request
@@ -216,6 +255,29 @@ def _preflight(exchange: Exchange, runtime: Runtime, origin: str) -> bool:
     answer.add("X-Request-Id", exchange.request_id)
     exchange.request.answer(answer)
     return True
+
+
+def _websocket_upgrade(
+    exchange: Exchange, runtime: Runtime, route: Route, origin: str | None, query: str | None
+) -> str | None:
+    """The checks only an upgrade has; returns the query to forward, without its token.
+
+    Browsers apply no CORS to WebSockets, so with `cors:` configured the server checks the
+    `Origin` itself: a page from an origin not allowed to call the API cannot open one either."""
+    if origin is not None and runtime.cors is not None and route.cors and not exchange.cors_headers:
+        raise Denied(Reason.CORS_REJECTED, f"the origin {origin} may not open a WebSocket")
+    name = route.websocket_token_query
+    if name is None or query is None:
+        return query
+    exchange.query_token, rest = take_query_token(query, name)
+    return rest or None
+
+
+def _leeway(runtime: Runtime, issuer: str | None) -> float:
+    for configured in runtime.config.issuers:
+        if configured.issuer == issuer:
+            return configured.leeway
+    return 0.0
 
 
 def _answer_metadata(exchange: Exchange, metadata: PublishedMetadata) -> None:

@@ -5,12 +5,8 @@ from a verified token. A recording upstream shows what arrived."""
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -20,8 +16,8 @@ from scopegate.app import RunningGateway
 from scopegate.config.load import load_config_text
 from scopegate.devtools.keys import generate
 from scopegate.devtools.tokens import mint
-from scopegate.telemetry import logs
 from tests.e2e.conftest import AUDIENCE, BASE_CONFIG, Env, base_config, closed_port, gateway_env
+from tests.support.access_log import log_lines
 from tests.support.jwks_server import JwksServer
 from tests.support.rawhttp import exchange, request_bytes
 from tests.support.upstream import RecordingUpstream
@@ -167,37 +163,10 @@ async def test_the_request_s_own_shape_is_enforced_on_report_only_routes(
     assert env.sample("scopegate_shadow_denials_total", **labels) == 0
 
 
-@contextmanager
-def access_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, object]]]:
-    """The access-log lines written while inside, as parsed JSON."""
-
-    class Stdout:
-        text = ""
-
-        def write(self, text: str) -> int:
-            Stdout.text += text
-            return len(text)
-
-        def flush(self) -> None:
-            pass
-
-    lines: list[dict[str, object]] = []
-    monkeypatch.setattr(sys, "stdout", Stdout())
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    logs.configure()
-    try:
-        yield lines
-    finally:
-        logs.flush()
-        root.handlers[:], root.level = handlers, level
-        lines += [json.loads(line) for line in Stdout.text.splitlines()]
-
-
 async def test_the_access_log_says_shadow_deny_and_why(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with access_lines(monkeypatch) as lines:
+    with log_lines(monkeypatch) as lines:
         await exchange(env.port, request_bytes("GET", "/contacts"))
         await exchange(env.port, request_bytes("GET", "/contacts", env.bearer()))
         await exchange(env.port, request_bytes("GET", "/strict"))

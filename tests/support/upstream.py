@@ -25,6 +25,7 @@ Paths with behaviour (everything else answers 200 with a small JSON body):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ class Received:
 class RecordingUpstream:
     def __init__(self) -> None:
         self.received: list[Received] = []
+        # WebSockets (`/ws/...`): what each side's messages were, and how each one closed.
+        self.ws_messages: list[str | bytes] = []
+        self.ws_closes: list[int | None] = []
+        self.ws_sent = 0  # bytes `/ws/flood` managed to hand to its socket
         self._runner: web.ServerRunner | None = None
         self.port = 0
 
@@ -125,6 +130,8 @@ class RecordingUpstream:
             headers = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "X-Up",
                        "Vary": "Accept-Encoding"}  # fmt: skip
             return web.Response(text="cors", headers=headers)
+        if head == "ws":
+            return await self._websocket(request, arg)
         if head == "gzip":
             body = gzip.compress(b"compressed hello")
             return web.Response(body=body, headers={"Content-Encoding": "gzip"})
@@ -134,6 +141,40 @@ class RecordingUpstream:
             "length": received.body_length,
         }
         return web.Response(body=json.dumps(payload).encode(), content_type="application/json")
+
+    async def _websocket(self, request: web.BaseRequest, mode: str) -> web.StreamResponse:
+        """`/ws/echo` sends every message back (and closes with 4001 on "close-please");
+        `/ws/flood` sends 1 MiB messages until the client closes (or stops reading: then its
+        sends wait); `/ws/refuse` answers 403. Not an upgrade: 426."""
+        if mode == "refuse":
+            return web.Response(status=403, text="no WebSocket here")
+        ws = web.WebSocketResponse(max_msg_size=0, autoping=True)
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=426, text="upgrade required")
+        await ws.prepare(request)
+        if mode == "flood":
+            await self._flood(ws)
+            return ws
+        async for message in ws:
+            if message.type in (web.WSMsgType.TEXT, web.WSMsgType.BINARY):
+                self.ws_messages.append(message.data)
+                if message.data == "close-please":
+                    await ws.close(code=4001, message=b"asked to")
+                elif message.type is web.WSMsgType.TEXT:
+                    await ws.send_str(message.data)
+                else:
+                    await ws.send_bytes(message.data)
+        self.ws_closes.append(ws.close_code)
+        return ws
+
+    async def _flood(self, ws: web.WebSocketResponse) -> None:
+        block = b"x" * 1048576
+        closing = asyncio.create_task(ws.receive())  # the client's close, or its going away
+        with contextlib.suppress(ConnectionError):
+            while not closing.done():
+                await ws.send_bytes(block)
+                self.ws_sent += len(block)
+        self.ws_closes.append((await closing).data)
 
 
 async def _download(

@@ -4,12 +4,18 @@ tests/e2e/test_deny.py and the `header` family of tests/attacks."""
 from __future__ import annotations
 
 import re
+from urllib.parse import quote_plus, unquote_plus
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from scopegate.pipeline.bearer import extract_bearer, is_b64token
+from scopegate.pipeline.bearer import (
+    bearer_from_query,
+    extract_bearer,
+    is_b64token,
+    take_query_token,
+)
 from scopegate.reasons import Denied, Reason
 from tests.unit.strategies import anything, b64tokens, bearer_headers
 
@@ -189,3 +195,54 @@ class TestB64tokenCheck:
     )  # fmt: skip
     def test_edges(self, text: str, expected: bool) -> None:
         assert is_b64token(text) is expected
+
+
+class TestQueryToken:
+    """RFC 6750 §2.3 for WebSocket upgrades (SPEC §6.3): the token leaves the query whole."""
+
+    @pytest.mark.parametrize(
+        ("query", "token", "rest"),
+        [
+            pytest.param("access_token=abc", "abc", "", id="alone"),
+            pytest.param("a=1&access_token=abc&b=2", "abc", "a=1&b=2", id="between others"),
+            pytest.param("access_token=a%2Bb%3D", "a+b=", "", id="form-decoded"),
+            pytest.param("access%5Ftoken=abc", "abc", "", id="the name form-decoded too"),
+            pytest.param("access_tokens=abc&x", None, "access_tokens=abc&x", id="absent"),
+            pytest.param("access_token", "", "", id="without a value"),
+        ],
+    )
+    def test_the_parameter_is_taken_out(self, query: str, token: str | None, rest: str) -> None:
+        assert take_query_token(query, "access_token") == (token, rest)
+
+    def test_twice_is_invalid_request(self) -> None:
+        with pytest.raises(Denied) as denied:
+            take_query_token("access_token=a&access_token=b", "access_token")
+        assert denied.value.reason is Reason.INVALID_REQUEST
+
+    @given(
+        st.lists(st.text(alphabet="abcxyz_%=+0123456789", max_size=12), max_size=6),
+        b64tokens,
+        st.integers(min_value=0, max_value=6),
+    )
+    def test_every_other_parameter_is_kept_byte_for_byte(
+        self, others: list[str], token: str, position: int
+    ) -> None:
+        assume(all(not p.startswith("access_token") and "&" not in p for p in others))
+        assume(all(unquote_plus(p.partition("=")[0]) != "access_token" for p in others))
+        parts = others[:]
+        parts.insert(min(position, len(parts)), "access_token=" + quote_plus(token))
+        found, rest = take_query_token("&".join(parts), "access_token")
+        assert found == token
+        assert rest == "&".join(others)
+
+    def test_a_header_and_a_query_token_together_are_invalid_request(self) -> None:
+        with pytest.raises(Denied) as denied:
+            bearer_from_query(["Bearer abc"], "abc", LIMIT)
+        assert denied.value.reason is Reason.INVALID_REQUEST
+
+    def test_a_query_token_is_checked_as_a_header_token_would_be(self) -> None:
+        assert bearer_from_query([], SECRET, LIMIT) == SECRET
+        with pytest.raises(Denied) as denied:
+            bearer_from_query([], "two words", LIMIT)
+        assert denied.value.reason is Reason.INVALID_REQUEST
+        assert "two words" not in str(denied.value)

@@ -76,6 +76,9 @@ BAD = [
     pytest.param(BASE + "resource_metadata:\n  public_url: https://gw.example\n  resource: https://r.example/#a\n", ['f.yaml:19:13: resource_metadata.resource: "https://r.example/#a" must not have a fragment (RFC 9728 §1.2)'], id="a resource identifier has no fragment"),
     pytest.param(edit("audiences: [api]", "audiences: [api, web]") + "resource_metadata:\n  public_url: https://gw.example\n", ['f.yaml:18:3: resource_metadata: set resource: the issuers name 2 audiences ("api", "web"), so which one identifies this resource cannot be told'], id="several audiences need the resource named"),
     # CORS
+    pytest.param(edit("    auth: none\n", "    auth: none\n    websocket_token_query: access_token\n"), ["f.yaml:17:28: routes[1].websocket_token_query: needs websocket: true on this route"], id="a query token is for WebSocket routes only"),
+    pytest.param(edit("    auth: none\n", "    auth: none\n    methods: [POST]\n    websocket: true\n"), ["f.yaml:18:16: routes[1].websocket: a WebSocket opens with GET, which methods leaves out"], id="a WebSocket route answers GET"),
+    pytest.param(edit("    auth: none\n", "    auth: none\n    websocket: true\n    websocket_token_query: a&b\n"), ['f.yaml:18:28: routes[1].websocket_token_query: "a&b" must be a query parameter name, like access_token'], id="the query parameter is a plain name"),
     pytest.param(BASE + 'cors:\n  allow_origins: ["*"]\n  allow_credentials: true\n', ['f.yaml:18:18: cors.allow_origins: "*" with allow_credentials: true is refused: name each origin'], id="a wildcard origin with credentials"),
     pytest.param(BASE + "cors:\n  allow_origins: [https://a.example]\n  allow_methods: [get]\n  allow_headers: [x y]\n", ['f.yaml:19:19: cors.allow_methods[0]: "get": methods are case-sensitive; write "GET"', 'f.yaml:20:19: cors.allow_headers[0]: "x y" is not a header name'], id="methods and header names are checked"),
     # issuers

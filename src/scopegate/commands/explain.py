@@ -30,9 +30,14 @@ from scopegate.reasons import Denied, Reason
 def describe_rule(route: Route) -> str:
     """The route's requirement as an operator reads it: `a b` is both, `a | b` either."""
     if route.auth == "none":
-        return "(public: no token)"
+        return "(public: no token)" + (" [websocket]" if route.websocket else "")
     rule = describe_scopes(route.scopes)
-    return f"{rule} [report only]" if route.enforce == "report" else rule
+    if route.enforce == "report":
+        rule += " [report only]"
+    if route.websocket:
+        query = route.websocket_token_query
+        rule += " [websocket]" if query is None else f" [websocket, token in ?{query}]"
+    return rule
 
 
 def describe_scopes(rule: ScopeRule) -> str:

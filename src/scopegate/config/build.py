@@ -209,6 +209,7 @@ def route(b: Builder, path: Path) -> Route | None:
                 why = "checks no token" if spec["auth"] == "none" else "lets no token pass"
                 b.error((*path, key), f"contradicts auth: {spec['auth']}, which {why}")
     _check_strip_prefix(b, path, spec)
+    _check_websocket(b, path, spec, methods)
     if not b.doc.clean(path):
         return None
     body = spec.get("max_body_bytes")
@@ -242,6 +243,18 @@ def _check_strip_prefix(b: Builder, path: Path, spec: dict[str, Any]) -> None:
         b.error(where, f"{quoted(prefix)} must be literal path segments, like /api or /api/v1")
     elif not (route_path == prefix or route_path.startswith(prefix + "/")):
         b.error(where, f"{quoted(prefix)} is not a prefix of the route path {quoted(route_path)}")
+
+
+def _check_websocket(
+    b: Builder, path: Path, spec: dict[str, Any], methods: frozenset[str] | None
+) -> None:
+    """A WebSocket opens with a GET (RFC 6455 §4.1); a token in the query is for upgrades."""
+    if not spec.get("websocket"):
+        if spec.get("websocket_token_query") is not None:
+            b.error((*path, "websocket_token_query"), "needs websocket: true on this route")
+        return
+    if methods is not None and "GET" not in methods:
+        b.error((*path, "websocket"), "a WebSocket opens with GET, which methods leaves out")
 
 
 def forwarding(b: Builder) -> Forwarding:

@@ -100,6 +100,7 @@ class Limits:
     idle_timeout: float = 75.0
     max_connections: int = 10_000  # per process; more are answered 503 and closed
     token_cache_size: int = 10_000  # verified tokens remembered until exp; 0 turns it off
+    websocket_idle_timeout: float = 300.0  # a relayed WebSocket with no byte either way (§6.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,10 @@ class Route:
     # a shadow denial (SPEC §6.6); the request's own shape is checked either way.
     enforce: Literal["enforce", "report"] = "enforce"
     cors: bool = True  # False: no CORS for this route, even with a top-level `cors:`
+    websocket: bool = False  # SPEC §6.3: an upgrade to WebSocket is relayed after the checks
+    # The query parameter an upgrade request may carry its token in (browsers cannot set
+    # `Authorization` on a WebSocket); removed before forwarding, never logged.
+    websocket_token_query: str | None = None
     scopes: ScopeRule = NO_SCOPES
     audience: str | None = None  # replaces the issuers' `audiences` for this route
     strip_prefix: str | None = None

@@ -1,7 +1,9 @@
 """Step 3a of SPEC §3: the bearer token from the `Authorization` header (RFC 6750 §2.1).
 
 Only the header is read: tokens in query strings, form bodies or cookies are ignored, because
-they leak into logs, caches and `Referer`. The answers:
+they leak into logs, caches and `Referer`. The one exception is asked for per route: a browser
+cannot set headers on a WebSocket, so `websocket_token_query` lets an upgrade request carry its
+token in the query (`take_query_token`), which is then removed before forwarding. The answers:
 
 - no `Authorization` header, or one with another scheme (`Basic`, `Token`, `Bearerx`,
   `Bearer<TAB>x`): `missing_token` (401 with a bare challenge, RFC 6750 §3.1);
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Sequence
+from urllib.parse import unquote_plus
 
 from scopegate.reasons import Denied, Reason
 
@@ -89,3 +92,30 @@ def extract_bearer(values: Sequence[str], max_token_bytes: int) -> str:
             "-._~+/ and trailing =",
         )
     return token
+
+
+def take_query_token(query: str, name: str) -> tuple[str | None, str]:
+    """RFC 6750 §2.3, for a WebSocket upgrade on a route that allows it (SPEC §6.3): the value of
+    the query parameter `name`, form-decoded, and the query without it, every other parameter
+    byte for byte. None when it is absent; `invalid_request` when it is there more than once."""
+    token: str | None = None
+    kept: list[str] = []
+    for parameter in query.split("&"):
+        key, _, value = parameter.partition("=")
+        if unquote_plus(key) != name:
+            kept.append(parameter)
+        elif token is not None:
+            raise Denied(Reason.INVALID_REQUEST, f"more than one {name} query parameter")
+        else:
+            token = unquote_plus(value)
+    return token, "&".join(kept)
+
+
+def bearer_from_query(authorization: Sequence[str], token: str, max_token_bytes: int) -> str:
+    """The query's token, checked as a header's would be; `invalid_request` when the request
+    also has an `Authorization` header (RFC 6750 §2: one method per request)."""
+    if authorization:
+        raise Denied(
+            Reason.INVALID_REQUEST, "a token in both the Authorization header and the query"
+        )
+    return extract_bearer([f"Bearer {token}"], max_token_bytes)

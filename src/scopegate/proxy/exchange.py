@@ -41,6 +41,8 @@ class Exchange:
     upstream: Upstream | None = None
     target: str = ""  # the request target sent upstream: its base path, the path, the query
     body_limit: int = 0
+    # A WebSocket upgrade's token from the query (SPEC §6.3), in place of `Authorization`.
+    query_token: str | None = None
     answer_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     # CORS headers for an allowed `Origin` (SPEC §6.2): on every answer, replacing the
     # upstream's own; None without `cors:`, without an allowed origin, or on `cors: false`.

@@ -29,6 +29,7 @@ import httptools
 from scopegate.errors import UpstreamClosed, UpstreamTimeout
 from scopegate.wire.flow import WriteFlow
 from scopegate.wire.inbox import Inbox
+from scopegate.wire.tunnel import Tunnel
 
 READ_HIGH_WATER = 256 * 1024  # buffered answer bytes before the socket stops being read
 MAX_HEAD_BYTES = 65_536  # an answer's status line and headers (1xx ones included)
@@ -61,6 +62,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser: httptools.HttpResponseParser | None = None
         self._head_only = False
+        self._upgrade = False  # the request asked to switch protocols: a 101 is its answer
+        self._upgraded = b""  # what followed the 101's head, for the tunnel
         self._status_text = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head: AnswerHead | None = None
@@ -76,10 +79,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     # The exchange, as the forwarding code sees it.
 
-    def begin(self, *, head_only: bool) -> None:
-        """Start a new exchange; a HEAD request's answer ends with its headers."""
+    def begin(self, *, head_only: bool, upgrade: bool = False) -> None:
+        """Start a new exchange; a HEAD request's answer ends with its headers, and an `upgrade`
+        request's may be a 101, after which the connection is a tunnel's (`hand_over`)."""
         self._parser = httptools.HttpResponseParser(self)
         self._head_only = head_only
+        self._upgrade = upgrade
         self._status_text = b""
         self._headers = []
         self._head = None
@@ -130,6 +135,17 @@ class UpstreamConnection(asyncio.Protocol):
         """The request was not sent whole (the upstream answered early): never reuse this."""
         self._spoiled = True
 
+    def hand_over(self, tunnel: Tunnel) -> None:
+        """After a 101: the connection's bytes are `tunnel`'s, those read past the head first.
+        It is never reused."""
+        transport = self._transport
+        if transport is None or self.closed:
+            raise UpstreamClosed("the upstream closed the connection after switching protocols")
+        self.closed = True
+        self._transport = None
+        tunnel.take(tunnel.upstream, transport, self._upgraded)
+        self._upgraded = b""
+
     def close(self) -> None:
         if self._transport is not None and not self.closed:
             self._transport.close()
@@ -167,7 +183,13 @@ class UpstreamConnection(asyncio.Protocol):
             self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as switched:
+            if self._head is not None and self._head.status == 101:
+                # Asked for: what follows the head is the new protocol's, kept for the tunnel.
+                self._upgraded = data[switched.args[0] :]
+                if self._transport is not None:
+                    self._transport.pause_reading()
+                return
             self._fail(UpstreamClosed("the upstream switched protocols unasked"))
             self.close()
             return
@@ -225,7 +247,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._body.complete:
             return
         status = self._parser.get_status_code()
-        if status < 200:
+        if status < 200 and not (status == 101 and self._upgrade):
             return  # 1xx interim answers (103 Early Hints, a stray 100) are not relayed
         if len(self._status_text) + sum(len(n) + len(v) + 4 for n, v in self._headers) > (
             MAX_HEAD_BYTES
@@ -242,8 +264,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._headers,
             chunked and not self._head_only,
         )
-        if self._head_only:
-            self._keep_alive = self._parser.should_keep_alive()
+        if self._head_only or status == 101:
+            self._keep_alive = self._parser.should_keep_alive() and status != 101
             self._body.finish()
         else:
             self._body.wake()

@@ -44,7 +44,7 @@ async def forward(pool: UpstreamPool, exchange: Exchange, head: bytes) -> None:
     try:
         connection = await _send(pool, request, upstream, head, exchange.body_limit)
         try:
-            relayed = await _relay(request, connection, upstream.timeout, exchange)
+            relayed = await relay_answer(request, connection, upstream.timeout, exchange)
         finally:
             pool.release(upstream, connection)
         if not relayed:
@@ -117,7 +117,7 @@ async def _send_body(
         connection.write(b"0\r\n\r\n")
 
 
-async def _relay(
+async def relay_answer(
     request: Request,
     connection: UpstreamConnection,
     max_wait: float,

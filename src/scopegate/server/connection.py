@@ -40,6 +40,7 @@ from scopegate.wire.answer import Answer, reason_phrase
 from scopegate.wire.flow import WriteFlow
 from scopegate.wire.head import CLOSE, answer_head
 from scopegate.wire.problems import internal_error, plain_problem, problem_answer, request_id
+from scopegate.wire.tunnel import Tunnel
 
 LINGER_SECONDS = 2.0  # reading (and dropping) an unwanted body after a final answer
 
@@ -82,6 +83,7 @@ class HttpConnection(asyncio.Protocol):
         self._shutting_down = False
         self._close_after_answer = False
         self._client_eof = False
+        self._tunnel: Tunnel | None = None  # what the connection was handed over to
 
     # Connection lifecycle
 
@@ -113,6 +115,14 @@ class HttpConnection(asyncio.Protocol):
     @property
     def busy(self) -> bool:
         return self._task is not None
+
+    def going_away(self) -> bool:
+        """The shutdown's grace is over: close a relayed connection the way its protocol says
+        (a WebSocket close frame, 1001). False when the connection relays nothing."""
+        if self._tunnel is None:
+            return False
+        self._tunnel.going_away()
+        return True
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -244,6 +254,20 @@ class HttpConnection(asyncio.Protocol):
         `ClientGone` (a client that stopped reading holds no task and no upstream for ever)."""
         if self._flow.paused:
             await self._flow.drain(self._send_wait, _send_timed_out)
+
+    def hand_over(self, tunnel: Tunnel) -> None:
+        transport = self._transport
+        if transport is None:
+            raise ClientGone("the client closed the connection before the upgrade")
+        self._close_after_answer = True
+        self._tunnel = tunnel
+        rest, self._reader.upgraded = self._reader.upgraded, b""
+        self._reader.cancel_deadline()
+        self._pauses.forget()  # the tunnel reads from now on
+        self._pauses.transport = None
+        tunnel.take(tunnel.client, transport, rest)
+        # This protocol hears no more of the transport: the tunnel's end says when it is gone.
+        tunnel.ended.add_done_callback(lambda _: self.connection_lost(None))
 
     def pause_reading_for_body(self) -> None:
         self._pauses.pause(FOR_BODY)

@@ -1,8 +1,8 @@
 """The public port: accept connections, and stop gracefully.
 
 Stopping closes the listening socket first, then idle connections at once; connections with a
-request in flight finish their answer and close. Whatever is still open after the grace period
-is cut.
+request in flight finish their answer and close. At the end of the grace period, relayed
+WebSockets get a close frame (1001) and a moment to answer it; whatever is still open is cut.
 
 Usage::
 
@@ -17,6 +17,7 @@ import asyncio
 import socket
 
 from scopegate.server.connection import HttpConnection, Settings
+from scopegate.wire.tunnel import CLOSE_GRACE
 
 BACKLOG = 1024
 
@@ -72,6 +73,12 @@ class Listener:
                 if not connection.busy:
                     connection.close()  # flushes what was written, then closes
             await asyncio.sleep(0.02)
+        # Relayed connections (WebSockets) are told the server is going away, and given the
+        # close handshake's grace to answer, rather than cut.
+        if [connection for connection in list(self._connections) if connection.going_away()]:
+            deadline = loop.time() + CLOSE_GRACE
+            while self._connections and loop.time() < deadline:  # noqa: ASYNC110 - a count
+                await asyncio.sleep(0.02)
         for connection in list(self._connections):
             connection.abort()
         await asyncio.sleep(0)  # let the transports report their end

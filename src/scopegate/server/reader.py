@@ -89,6 +89,7 @@ class RequestReader:
         self._refusal: Denied | None = None  # why a callback stopped the parser
         self._body_left = 0  # of the Content-Length body being parsed; -1 for a chunked one
         self.held = b""  # read but not yet parsed: the queue was full
+        self.upgraded = b""  # read past the head of an upgrade request: the tunnel's first bytes
         # The head being parsed.
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -112,7 +113,7 @@ class RequestReader:
         self._parser = None
         self._owner = None
         self._current = None
-        self.held = b""
+        self.held = self.upgraded = b""
         self._headers = []
 
     # Feeding the parser
@@ -133,7 +134,7 @@ class RequestReader:
         try:
             parser.feed_data(data)
         except _PARSER_STOPS as error:
-            self._parser_stopped(error)
+            self._parser_stopped(error, data)
 
     def take_held(self) -> None:
         """Parse what was held back once the queue has room, then read again."""
@@ -153,6 +154,8 @@ class RequestReader:
                 return
             piece, data = self._next_piece(data)
             if not self._feed_piece(piece, self.phase):
+                if self.phase is Phase.STOPPED:
+                    self.upgraded += data  # nothing when parsing stopped on an error
                 return
 
     def _feed_piece(self, piece: bytes, phase: str) -> bool:
@@ -164,15 +167,17 @@ class RequestReader:
         try:
             parser.feed_data(piece)
         except _PARSER_STOPS as error:
-            self._parser_stopped(error)
+            self._parser_stopped(error, piece)
             return False
         return self._progressed or not self._count_framing(phase, len(piece))
 
-    def _parser_stopped(self, error: Exception) -> None:
+    def _parser_stopped(self, error: Exception, piece: bytes) -> None:
         if isinstance(error, httptools.HttpParserUpgrade):
-            # Upgrade and CONNECT: scopegate speaks HTTP/1.1 only. The request is answered
-            # as any other (the Upgrade header is never forwarded); nothing after it is read.
+            # Upgrade and CONNECT: nothing after the head is parsed. The request is answered
+            # as any other (the Upgrade header is not forwarded), unless its route relays
+            # WebSockets: then what was read past the head goes to the tunnel.
             self.stop()
+            self.upgraded = piece[error.args[0] :]
         else:
             self._parse_failed(self._refusal or _NOT_HTTP)
 

@@ -15,8 +15,15 @@ from typing import Protocol
 
 from scopegate.errors import BodyStalled, ClientGone
 from scopegate.wire.answer import Answer, Headers
-from scopegate.wire.head import BODYLESS_STATUSES, answer_head, connection_line, framing_for
+from scopegate.wire.head import (
+    BODYLESS_STATUSES,
+    UPGRADE_TO_WEBSOCKET,
+    answer_head,
+    connection_line,
+    framing_for,
+)
 from scopegate.wire.inbox import Inbox
+from scopegate.wire.tunnel import Tunnel
 
 BODY_HIGH_WATER = 256 * 1024  # buffered request body bytes before the client stops being read
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -52,6 +59,10 @@ class Channel(Protocol):
 
     def abort(self) -> None:
         """Cut the connection: the client must see the answer broken, not complete."""
+
+    def hand_over(self, tunnel: Tunnel) -> None:
+        """The request was upgraded: the connection's bytes are `tunnel`'s from now on, those
+        read past the request's head first. It still counts as open until the tunnel ends."""
 
 
 class BodyStream(Inbox):
@@ -176,6 +187,13 @@ class Request:
         else:
             self._channel.send(chunk)
         await self._channel.wait_writable()
+
+    def switch_protocols(self, reason: str, headers: Headers, tunnel: Tunnel) -> None:
+        """Send the upstream's 101 and hand the connection to `tunnel` (SPEC §6.3)."""
+        self.answered_status = 101
+        head = answer_head(101, reason, headers, b"", UPGRADE_TO_WEBSOCKET)
+        self._channel.write(b"".join(head))
+        self._channel.hand_over(tunnel)
 
     def finish(self) -> None:
         if self._chunked:

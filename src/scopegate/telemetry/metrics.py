@@ -97,6 +97,7 @@ class Metrics:
         # A registry exposes its metrics in registration order: keep the families in this one.
         self._declare_request_metrics(registry)
         self._declare_upstream_metrics(registry)
+        self._declare_websocket_metrics(registry)
         self._declare_key_metrics(registry)
         self._declare_process_metrics(registry)
 
@@ -147,6 +148,22 @@ class Metrics:
             "scopegate_upstream_errors_total",
             "Upstream exchanges that failed: connect, timeout or reset.",
             ["upstream", "reason"],
+            registry=registry,
+        )
+
+    def _declare_websocket_metrics(self, registry: CollectorRegistry) -> None:
+        self.websocket_connections = Gauge(
+            "scopegate_websocket_connections",
+            "WebSocket connections being relayed, by route.",
+            ["route"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.websocket_closes = Counter(
+            "scopegate_websocket_closes_total",
+            "Relayed WebSocket connections closed, by route and by who or what closed them: "
+            "client, upstream, idle, token_expired, shutdown.",
+            ["route", "reason"],
             registry=registry,
         )
 
@@ -227,6 +244,13 @@ class Metrics:
     def shadow_denied(self, route: str, reason: Reason) -> None:
         """A report-only route forwarded what `reason` would have denied (rare: not tallied)."""
         self.shadow_denials.labels(route=route, reason=str(reason)).inc()
+
+    def websocket_opened(self, route: str) -> None:
+        self.websocket_connections.labels(route=route).inc()
+
+    def websocket_closed(self, route: str, reason: str) -> None:
+        self.websocket_connections.labels(route=route).dec()
+        self.websocket_closes.labels(route=route, reason=reason).inc()
 
     def jwks_fetched(self, issuer: str, ok: bool, key_count: int, at: float | None) -> None:
         self.jwks_fetches.labels(issuer=issuer, result="ok" if ok else "error").inc()

@@ -18,6 +18,7 @@ from scopegate.wire.answer import Headers, reason_phrase
 # The one statement of the rule, read by every writer of an answer's framing.
 BODYLESS_STATUSES = frozenset(range(200)) | {204, 304}
 CLOSE = b"Connection: close\r\n\r\n"
+UPGRADE_TO_WEBSOCKET = b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
 KEEP_ALIVE_1_0 = b"Connection: keep-alive\r\n\r\n"
 END = b"\r\n"
 

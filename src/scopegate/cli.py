@@ -82,10 +82,14 @@ def _add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "demo",
         help="run an issuer, a contacts API and the gateway on loopback, and show what it does",
         description="Start a development token issuer, a demo contacts API and the gateway in "
-        "front of it, all on 127.0.0.1, and print curl commands to try. Ctrl-C stops it.",
+        "front of it, all on loopback, with a browser app on an origin of its own (CORS, a live "
+        "WebSocket feed), and print its address and curl commands to try. Ctrl-C stops it.",
     )
     demo.add_argument("--port", type=int, default=8080, help="gateway port (0: any free port)")
     demo.add_argument("--admin-port", type=int, default=9100, help="admin port (0: any free port)")
+    demo.add_argument(
+        "--page-port", type=int, default=0, help="the browser app's port (default: any free port)"
+    )
 
 
 def _add_token_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -157,7 +161,7 @@ def _serve(path: Path, workers: int, worker_fd: int | None, worker_state: Path |
     return run(path, worker_fd=worker_fd, worker_state=worker_state)
 
 
-def _demo(port: int, admin_port: int) -> int:
+def _demo(port: int, admin_port: int, page_port: int) -> int:
     import asyncio
 
     from scopegate.commands.serve import install_event_loop_policy
@@ -165,7 +169,7 @@ def _demo(port: int, admin_port: int) -> int:
 
     install_event_loop_policy()
     try:
-        asyncio.run(run_demo(port, admin_port))
+        asyncio.run(run_demo(port, admin_port, page_port=page_port))
     except OSError as exc:
         print(f"scopegate demo: {exc} (try --port 0 --admin-port 0)", file=sys.stderr)
         return 1
@@ -211,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "explain":
         return _explain(path, args.method, args.path, args.token, args.scopes)
     if args.command == "demo":
-        return _demo(args.port, args.admin_port)
+        return _demo(args.port, args.admin_port, args.page_port)
     if args.command == "token":
         return _token(args)
     if args.command == "import-openapi":

@@ -48,7 +48,8 @@ async def _curl(command: str) -> int:
 
 
 async def test_demo_prints_commands_whose_answers_are_as_promised() -> None:
-    """Every printed command gets the status written above it, and the denials are counted."""
+    """The browser app's page comes first; every printed command gets the status written above
+    it, and the denials are counted."""
     process = await asyncio.create_subprocess_exec(
         *SCOPEGATE,
         "demo",
@@ -70,9 +71,20 @@ async def test_demo_prints_commands_whose_answers_are_as_promised() -> None:
         assert [status for status, _ in pairs] == [200, 401, 401, 401, 403, 204, 200]
         for status, command in pairs:
             assert await _curl(command) == status, command
-        issuer = re.search(r"issuer (http://\S+)", lines[0])
+        summary = next(line for line in lines if line.startswith("scopegate demo: gateway "))
+        issuer = re.search(r"issuer (http://\S+)", summary)
         assert issuer is not None
-        gateway = lines[0].split()[3]
+        gateway = summary.split()[3]
+        # First of all, the browser app: its page, on an origin of its own, names the gateway.
+        page = re.fullmatch(r"open (http://localhost:\d+/) in a browser: .+", lines[0])
+        assert page is not None, lines[0]
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.get(page.group(1)) as response,
+        ):
+            assert response.status == 200
+            assert f'content="{gateway}"' in await response.text()
         minted = await asyncio.to_thread(
             run, "token", "--issuer", issuer.group(1), "--audience",
             "https://contacts.example.com", "--scopes", "read:contacts",

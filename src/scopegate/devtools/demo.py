@@ -1,15 +1,25 @@
 """`scopegate demo`: a development issuer, a contacts API and the gateway in front of it, on
-loopback, with ready-to-paste `curl` commands for every answer worth seeing.
+loopback, with ready-to-paste `curl` commands for every answer worth seeing, and a browser app on
+an origin of its own that calls the API through the gateway (CORS, scopes, a live WebSocket).
 
 Needs no network and no file from the user: the configuration is `demo.yaml`, shipped inside the
-package, with the issuer and upstream addresses filled in from free loopback ports.
+package, with the issuer, upstream and page addresses filled in from free loopback ports.
+
+Usage (tests start the pieces the same way, without signals)::
+
+    async with running_demo(port=0, admin_port=0) as demo:
+        print(demo.page, demo.gateway)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import TextIO
@@ -22,6 +32,7 @@ from scopegate.config.model import Config
 from scopegate.devtools.contacts import ContactsApi
 from scopegate.devtools.issuer import DevIssuer
 from scopegate.devtools.keys import generate
+from scopegate.devtools.webapp import page_app
 
 AUDIENCE = "https://contacts.example.com"
 HOST = "127.0.0.1"
@@ -46,13 +57,14 @@ class Example:
         return " ".join([*parts, f"{base}{self.path}"])
 
 
-def demo_config(issuer: str, upstream: str, port: int, admin_port: int) -> Config:
+def demo_config(issuer: str, upstream: str, port: int, admin_port: int, page_origin: str) -> Config:
     text = resources.files("scopegate.devtools").joinpath("demo.yaml").read_text()
     env = {
         "SCOPEGATE_DEMO_ISSUER": issuer,
         "SCOPEGATE_DEMO_UPSTREAM": upstream,
         "SCOPEGATE_DEMO_PORT": str(port),
         "SCOPEGATE_DEMO_ADMIN_PORT": str(admin_port),
+        "SCOPEGATE_DEMO_PAGE_ORIGIN": page_origin,
     }
     return load_config_text(text, "demo.yaml", env)
 
@@ -78,42 +90,92 @@ def examples(issuer: DevIssuer) -> list[Example]:
     ]  # fmt: skip
 
 
-def describe(running: RunningGateway, issuer: DevIssuer, out: TextIO) -> None:
-    base = f"http://{HOST}:{running.public_port}"
-    admin = f"http://{HOST}:{running.admin_port}"
-    print(f"scopegate demo: gateway {base}  ->  contacts API; issuer {issuer.url}", file=out)
-    print(f"metrics: {admin}/metrics   ready: {admin}/readyz\n", file=out)
-    for example in examples(issuer):
+@dataclass(frozen=True)
+class RunningDemo:
+    """What `running_demo` started: where each piece answers, and the pieces themselves."""
+
+    page: str  # the browser app, on an origin of its own: http://localhost:PORT/
+    gateway: str  # http://127.0.0.1:PORT, no trailing slash
+    admin: str
+    issuer: DevIssuer
+    contacts: ContactsApi
+    running: RunningGateway
+
+
+def describe(demo: RunningDemo, out: TextIO) -> None:
+    print(f"open {demo.page} in a browser: a web app on its own origin, using the API", file=out)
+    gateway, issuer = demo.gateway, demo.issuer.url
+    print(f"scopegate demo: gateway {gateway}  ->  contacts API; issuer {issuer}", file=out)
+    print(f"metrics: {demo.admin}/metrics   ready: {demo.admin}/readyz\n", file=out)
+    for example in examples(demo.issuer):
         print(f"# {example.expect}: {example.what}", file=out)
-        print(example.curl(base), file=out)
+        print(example.curl(demo.gateway), file=out)
         print(file=out)
     print("# denials by reason (PromQL, or read the metrics URL above):", file=out)
     print("#   sum by (reason) (scopegate_denials_total)", file=out)
-    print(f"curl -s {admin}/metrics | grep '^scopegate_denials_total'", file=out)
+    print(f"curl -s {demo.admin}/metrics | grep '^scopegate_denials_total'", file=out)
     print("\nPress Ctrl-C to stop.", file=out, flush=True)
 
 
-async def run_demo(port: int, admin_port: int, out: TextIO = sys.stdout) -> None:
+@asynccontextmanager
+async def running_demo(
+    port: int, admin_port: int, *, page_port: int = 0
+) -> AsyncIterator[RunningDemo]:
+    """Start the issuer, the contacts API, the gateway and the browser app's page server on
+    loopback (port 0: a free one); stop them all when the context exits."""
     issuer = DevIssuer(generate("RS256"))
-    issuer_runner = await issuer.start(HOST, 0)
-    api_runner = web.AppRunner(ContactsApi().app(), access_log=None)
-    await api_runner.setup()
-    await web.TCPSite(api_runner, HOST, 0).start()
-    upstream = f"http://{HOST}:{api_runner.addresses[0][1]}"
+    contacts = ContactsApi()
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback((await issuer.start(HOST, 0)).cleanup)
+        upstream = await _serve(stack, contacts.app(), _listen(stack, 0))
+        # The page's origin, port included, goes into the gateway's `cors:`, and the gateway's
+        # address into the page: the page's port is taken first, and served once both are known.
+        page_socket = _listen(stack, page_port)
+        page = f"http://localhost:{page_socket.getsockname()[1]}"
+        config = demo_config(issuer.url, upstream, port, admin_port, page)
+        running = await stack.enter_async_context(RunningGateway.start(config, shutdown_grace=2.0))
+        await _until_ready(running)
+        gateway = f"http://{HOST}:{running.public_port}"
+        await _serve(stack, page_app(issuer, gateway, AUDIENCE), page_socket)
+        yield RunningDemo(
+            page=page + "/",
+            gateway=gateway,
+            admin=f"http://{HOST}:{running.admin_port}",
+            issuer=issuer,
+            contacts=contacts,
+            running=running,
+        )
+
+
+async def run_demo(
+    port: int, admin_port: int, out: TextIO = sys.stdout, *, page_port: int = 0
+) -> None:
+    """`scopegate demo`: run everything until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    try:
-        config = demo_config(issuer.url, upstream, port, admin_port)
-        async with RunningGateway.start(config, shutdown_grace=2.0) as running:
-            await _until_ready(running)
-            describe(running, issuer, out)
-            await stop.wait()
-        print("scopegate demo stopped.", file=out, flush=True)
-    finally:
-        await api_runner.cleanup()
-        await issuer_runner.cleanup()
+    async with running_demo(port, admin_port, page_port=page_port) as demo:
+        describe(demo, out)
+        await stop.wait()
+    print("scopegate demo stopped.", file=out, flush=True)
+
+
+def _listen(stack: contextlib.AsyncExitStack, port: int) -> socket.socket:
+    """A socket listening on loopback `port` (0: a free one), closed when `stack` closes."""
+    return stack.enter_context(socket.create_server((HOST, port)))
+
+
+async def _serve(
+    stack: contextlib.AsyncExitStack, app: web.Application, sock: socket.socket
+) -> str:
+    """Serve `app` on the listening `sock` until `stack` closes; its `http://host:port`."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    await web.SockSite(runner, sock).start()
+    host, port = sock.getsockname()[:2]
+    return f"http://{host}:{port}"
 
 
 async def _until_ready(running: RunningGateway) -> None:

@@ -106,10 +106,9 @@ class Gateway:
         exchange.route = route.name
         if not route.cors:
             exchange.cors_headers = None
-        query = target.query
-        upgrade = route.websocket and websocket.asks_for_websocket(request)
-        if upgrade:
-            query = _websocket_upgrade(exchange, runtime, route, origin, query)
+        query, upgrade = target.query, False
+        if route.websocket:
+            query, upgrade = _websocket_route(exchange, runtime, route, origin, query)
         if route.enforce == "report":
             await self._authenticate_reporting(exchange, runtime, route)
         else:
@@ -257,20 +256,27 @@ def _preflight(exchange: Exchange, runtime: Runtime, origin: str) -> bool:
     return True
 
 
-def _websocket_upgrade(
+def _websocket_route(
     exchange: Exchange, runtime: Runtime, route: Route, origin: str | None, query: str | None
-) -> str | None:
-    """The checks only an upgrade has; returns the query to forward, without its token.
+) -> tuple[str | None, bool]:
+    """On a `websocket: true` route: the query to forward, and whether the request is an
+    upgrade to relay. The token parameter is taken out of every request's query (so that it
+    reaches no upstream log), but counts only for an upgrade.
 
     Browsers apply no CORS to WebSockets, so with `cors:` configured the server checks the
-    `Origin` itself: a page from an origin not allowed to call the API cannot open one either."""
-    if origin is not None and runtime.cors is not None and route.cors and not exchange.cors_headers:
+    `Origin` of an upgrade itself: a page from an origin not allowed to call the API cannot
+    open one either."""
+    upgrade = websocket.asks_for_websocket(exchange.request)
+    cors_applies = origin is not None and runtime.cors is not None and route.cors
+    if upgrade and cors_applies and not exchange.cors_headers:
         raise Denied(Reason.CORS_REJECTED, f"the origin {origin} may not open a WebSocket")
     name = route.websocket_token_query
     if name is None or query is None:
-        return query
-    exchange.query_token, rest = take_query_token(query, name)
-    return rest or None
+        return query, upgrade
+    token, rest = take_query_token(query, name)
+    if upgrade:
+        exchange.query_token = token
+    return rest or None, upgrade
 
 
 def _leeway(runtime: Runtime, issuer: str | None) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 import time
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from scopegate.app import RunningGateway
 from scopegate.config.load import load_config_text
 from scopegate.devtools.keys import generate
+from scopegate.proxy.websocket import accept_for
 from tests.e2e.conftest import BASE_CONFIG, Env, base_config, gateway_env, wait_ready
 from tests.support.access_log import log_lines
 from tests.support.jwks_server import JwksServer
@@ -215,9 +217,10 @@ async def test_frames_of_16_mib_pass_both_ways_unchanged() -> None:
 
 
 async def test_a_client_that_stops_reading_stops_the_upstream_too() -> None:
-    async with websocket_env() as env, env.http.ws_connect(
-        f"{env.url}/ws/flood", headers=env.bearer(), max_msg_size=0
-    ) as ws:
+    async with (
+        websocket_env() as env,
+        env.http.ws_connect(f"{env.url}/ws/flood", headers=env.bearer(), max_msg_size=0) as ws,
+    ):
         await asyncio.sleep(1.5)  # reading nothing: the socket buffers fill, then stop
         stalled_at = env.upstream.ws_sent
         await asyncio.sleep(1.0)
@@ -298,3 +301,104 @@ async def test_shutdown_closes_relayed_sockets_with_1001_after_the_grace_period(
         )
         assert closes == 1
         await until(lambda: upstream.ws_closes == [1001])
+
+
+class SwitchingServer:
+    """An upstream that answers every request 101 with `accept` as its Sec-WebSocket-Accept
+    (a path that is no WebSocket server but lets its status be chosen), and keeps whatever
+    arrives after the request's head."""
+
+    def __init__(self, accept: str) -> None:
+        self.accept = accept
+        self.after_head = b""
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> SwitchingServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip().decode()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = self.accept or accept_for(key)
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+        )
+        with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
+            async with asyncio.timeout(2):
+                while chunk := await reader.read(65536):
+                    self.after_head += chunk
+        writer.close()
+
+
+SWITCHING_CONFIG = WEBSOCKET_CONFIG.replace(
+    "upstreams:\n", "upstreams:\n  switching: http://127.0.0.1:{switching_port}\n"
+).replace(
+    "routes:\n",
+    "routes:\n  - name: switching\n    path: /sw\n    upstream: switching\n    auth: none\n"
+    "    websocket: true\n",
+)
+
+
+@pytest.mark.parametrize("accept", ["", "bm90IHRoZSByaWdodCBhbnN3ZXI="])
+async def test_only_a_101_that_answers_the_client_s_key_opens_a_tunnel(accept: str) -> None:
+    """WebSocket smuggling: a 101 that does not prove a WebSocket handshake must not leave the
+    client a raw connection to the upstream, past every check."""
+    async with (
+        SwitchingServer(accept) as upstream,
+        gateway_env(
+            SWITCHING_CONFIG, idle="60", max_connections="64", switching_port=str(upstream.port)
+        ) as env,
+    ):
+        smuggled = b"GET /admin HTTP/1.1\r\nHost: internal\r\n\r\n"
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+        writer.write(upgrade("/sw") + smuggled)
+        answer = await asyncio.wait_for(reader.read(65536), 5)
+        writer.close()
+        await until(lambda: upstream.after_head != b"" or accept != "", within=3)
+        if accept:  # a wrong accept: 502, and the bytes after the upgrade go nowhere
+            assert answer.startswith(b"HTTP/1.1 502 ")
+            await asyncio.sleep(0.3)
+            assert upstream.after_head == b""
+        else:  # the right accept: the tunnel is open, and carries what followed the head
+            assert answer.startswith(b"HTTP/1.1 101 ")
+            assert upstream.after_head == smuggled
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(("Upgrade: h2c", "Connection: Upgrade, HTTP2-Settings"), id="h2c"),
+        pytest.param(("Upgrade: websocket", "Connection: Upgrade"), id="no key"),
+    ],
+)
+async def test_an_upgrade_that_is_not_a_websocket_handshake_is_an_ordinary_request(
+    headers: tuple[str, ...],
+) -> None:
+    async with websocket_env() as env:
+        lines = ["GET /ws/echo HTTP/1.1", "Host: gw", f"Authorization: Bearer {env.token()}"]
+        answer = await exchange(env.port, ("\r\n".join([*lines, *headers]) + "\r\n\r\n").encode())
+        assert answer.status == 426  # forwarded as a plain GET: the upstream saw no upgrade
+        assert env.upstream.last.header("Upgrade") is None
+        assert answer.header("Connection") == "close"
+
+
+async def test_the_token_parameter_is_taken_out_of_every_request_on_the_route() -> None:
+    async with websocket_env() as env:
+        token = env.token()
+        answer = await env.http.get(
+            f"{env.url}/ws/echo?access_token={token}&q=1", headers=env.bearer()
+        )
+        assert answer.status == 426
+        assert env.upstream.last.target == "/ws/echo?q=1"

@@ -10,6 +10,8 @@ connection then closes, since what it sent after its upgrade request was never H
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import time
 
 from scopegate.errors import UpstreamClosed
@@ -22,16 +24,22 @@ from scopegate.server.request import Request
 from scopegate.wire.tunnel import Tunnel
 
 UPGRADE_LINES = b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+HANDSHAKE_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 
 
 def asks_for_websocket(request: Request) -> bool:
-    """A GET of HTTP/1.1 without a body, with `Connection: upgrade` and `Upgrade: websocket`
-    (RFC 6455 §4.1): the upgrade llhttp stops at, to the protocol a route may relay."""
+    """A GET of HTTP/1.1 without a body, with `Connection: upgrade`, `Upgrade: websocket` and
+    one `Sec-WebSocket-Key` (RFC 6455 §4.1): the upgrade llhttp stops at, to the protocol a
+    route may relay. Anything else is an ordinary request, its `Upgrade` not forwarded."""
     if request.method != "GET" or request.version != (1, 1) or request.body_exists:
         return False
     connection = ",".join(request.header_values(b"connection")).lower()
     upgrade = ",".join(request.header_values(b"upgrade")).lower()
-    return _has_token(connection, "upgrade") and _has_token(upgrade, "websocket")
+    return (
+        _has_token(connection, "upgrade")
+        and _has_token(upgrade, "websocket")
+        and len(request.header_values(b"sec-websocket-key")) == 1
+    )
 
 
 def upgrade_head(head: bytes) -> bytes:
@@ -59,7 +67,7 @@ async def open_tunnel(
             if not await relay_answer(request, connection, upstream.timeout, exchange):
                 exchange.upstream_failure = "reset"
             return None
-        _check_switched_to_websocket(answer)
+        _check_switched_to_websocket(answer, request.header(b"sec-websocket-key") or "")
         tunnel = Tunnel(asyncio.get_running_loop(), idle_timeout=idle_timeout)
         connection.hand_over(tunnel)
     finally:
@@ -74,10 +82,30 @@ async def open_tunnel(
     return tunnel
 
 
-def _check_switched_to_websocket(answer: AnswerHead) -> None:
-    upgrade = ",".join(v.decode("latin-1") for n, v in answer.headers if n.lower() == b"upgrade")
-    if not _has_token(upgrade.lower(), "websocket"):
+def _check_switched_to_websocket(answer: AnswerHead, key: str) -> None:
+    """A 101 is tunnelled only when it completes this client's handshake: `Upgrade: websocket`
+    and the `Sec-WebSocket-Accept` its key calls for (RFC 6455 §4.2.2). An upstream path that
+    answers 101 without being a WebSocket server must not open a raw tunnel past the checks
+    (the known WebSocket smuggling through proxies that trust the status alone)."""
+    upgrade = accept = ""
+    for name, value in answer.headers:
+        lower = name.lower()
+        if lower == b"upgrade":
+            upgrade += "," + value.decode("latin-1").lower()
+        elif lower == b"sec-websocket-accept":
+            accept = value.decode("latin-1").strip()
+    if not _has_token(upgrade, "websocket"):
         raise UpstreamClosed("the upstream switched to a protocol other than websocket")
+    if accept != accept_for(key):
+        raise UpstreamClosed("the upstream's 101 does not answer the client's Sec-WebSocket-Key")
+
+
+def accept_for(key: str) -> str:
+    """RFC 6455 §4.2.2: the `Sec-WebSocket-Accept` that proves a server read `key`."""
+    # SHA-1 is what the protocol names; it proves nothing secret, only that the key was read.
+    text = (key.strip() + HANDSHAKE_GUID).encode("latin-1")
+    digest = hashlib.sha1(text, usedforsecurity=False).digest()
+    return base64.b64encode(digest).decode("ascii")
 
 
 def _has_token(value: str, token: str) -> bool:

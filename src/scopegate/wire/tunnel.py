@@ -139,6 +139,8 @@ class Tunnel:
 
     def close_at(self, delay: float, code: int, text: str, reason: str) -> None:
         """Close the tunnel in `delay` seconds (at once if not positive) with `code`."""
+        if self.ended.done():
+            return
         if delay <= 0:
             self.close(code, text, reason)
         else:

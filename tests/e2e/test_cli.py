@@ -120,6 +120,8 @@ def test_check_prints_the_route_table_of_the_example() -> None:
     assert "valid:" in result.stdout
     assert re.search(r"DELETE\s+/contacts/\{id\}", result.stdout)
     assert "METHODS" in result.stdout
+    feed = r"contacts-feed .*read:contacts \[websocket, token in \?access_token\]"
+    assert re.search(feed, result.stdout), result.stdout
 
 
 def test_check_reports_every_error_with_its_position(tmp_path: Path) -> None:

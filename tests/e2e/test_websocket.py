@@ -402,3 +402,36 @@ async def test_the_token_parameter_is_taken_out_of_every_request_on_the_route() 
         )
         assert answer.status == 426
         assert env.upstream.last.target == "/ws/echo?q=1"
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """A client's frame (RFC 6455 §5.2): FIN, `opcode`, a 16-bit length, masked."""
+    mask = os.urandom(4)
+    hidden = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes((0x80 | opcode, 0x80 | 126)) + len(payload).to_bytes(2, "big") + mask + hidden
+
+
+async def test_a_close_waits_for_the_frame_under_way_in_each_direction() -> None:
+    """The token expires while the client is half-way through a frame: the upstream gets the
+    whole frame, then the close; a close frame is never cut into another frame."""
+    async with websocket_env() as env:
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+        token = env.token(lifetime=2)
+        writer.write(upgrade("/ws/echo", f"Authorization: Bearer {token}"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        payload = b"half and half " * 2000
+        frame = masked_frame(0x2, payload)
+        writer.write(frame[: len(frame) // 2])
+        await writer.drain()
+        # The expiry passes mid-frame: the client is told at once (nothing is under way
+        # towards it), the upstream only once the frame ends.
+        close_to_client = await asyncio.wait_for(reader.readexactly(4), 5)
+        assert close_to_client[:2] == b"\x88\x0f"  # a close frame, unmasked, 15 bytes
+        assert int.from_bytes(close_to_client[2:4], "big") == 1008
+        assert env.upstream.ws_messages == []
+        writer.write(frame[len(frame) // 2 :])
+        await writer.drain()
+        await until(lambda: env.upstream.ws_closes == [1008], within=5)
+        assert env.upstream.ws_messages == [payload]
+        writer.close()

@@ -119,7 +119,7 @@ class HttpConnection(asyncio.Protocol):
     def going_away(self) -> bool:
         """The shutdown's grace is over: close a relayed connection the way its protocol says
         (a WebSocket close frame, 1001). False when the connection relays nothing."""
-        if self._tunnel is None:
+        if self._reader.phase is not Phase.SWITCHED or self._tunnel is None:
             return False
         self._tunnel.going_away()
         return True
@@ -261,9 +261,7 @@ class HttpConnection(asyncio.Protocol):
             raise ClientGone("the client closed the connection before the upgrade")
         self._close_after_answer = True
         self._tunnel = tunnel
-        rest, self._reader.upgraded = self._reader.upgraded, b""
-        self._reader.cancel_deadline()
-        self._pauses.forget()  # the tunnel reads from now on
+        rest = self._reader.switch()
         self._pauses.transport = None
         tunnel.take(tunnel.client, transport, rest)
         # This protocol hears no more of the transport: the tunnel's end says when it is gone.

@@ -25,6 +25,7 @@ class Phase:
     AFTER_CHUNK_LINE: Final = "after chunk line"
     STOPPED: Final = "stopped"  # nothing more is parsed: after an upgrade or a framing error
     LINGERING: Final = "lingering"  # answered and closing: what still arrives is read and dropped
+    SWITCHED: Final = "switched"  # upgraded (a WebSocket): the bytes are a tunnel's, not HTTP
 
 
 def framing_too_large(phase: str, limit: int) -> Denied:

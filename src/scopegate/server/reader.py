@@ -327,6 +327,15 @@ class RequestReader:
         self.held = b""
         self._pauses.pause(STOPPED)
 
+    def switch(self) -> bytes:
+        """The upgrade was accepted: nothing more is parsed or timed here. Returns what was read
+        past the upgrade request's head, the tunnel's first bytes."""
+        self.cancel_deadline()
+        self.phase = Phase.SWITCHED
+        self._pauses.forget()  # the tunnel reads from now on
+        rest, self.upgraded = self.upgraded, b""
+        return rest
+
     def linger(self) -> None:
         """Answered and closing: whatever arrives from now on is dropped unparsed. The owner
         resumes reading on the transport itself, once its end of the stream is written."""

@@ -59,6 +59,7 @@ class Case:
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()  # sent with every request
     cors: bool = False  # a `cors:` section allowing ORIGIN (SPEC §6.2)
+    rate_limit: str | None = None  # memory | redis: a per-subject rule on every route (§6.5)
 
 
 PREFLIGHT_HEADERS = (
@@ -103,6 +104,18 @@ CASES = [
     ),
     Case("scopegate, report-only, valid token (warm)", "scopegate", token="warm", enforce="report"),
     Case(
+        "scopegate, memory rate limit, valid token (warm)",
+        "scopegate",
+        token="warm",
+        rate_limit="memory",
+    ),
+    Case(
+        "scopegate, redis rate limit, valid token (warm)",
+        "scopegate",
+        token="warm",
+        rate_limit="redis",
+    ),
+    Case(
         "scopegate, report-only, insufficient scope forwarded",
         "scopegate",
         token="denied",
@@ -135,13 +148,14 @@ def main() -> int:
     counts: dict[Case, list[float]] = {case: [] for case in cases}
     with tempfile.TemporaryDirectory(prefix="scopegate-instructions-") as name:
         tmp = Path(name)
-        up_port, issuer_port = free_port(), free_port()
+        up_port, issuer_port, redis_port = free_port(), free_port(), free_port()
         upstream_cmd, upstream_name = peers.upstream_command(tmp, up_port, tmp / "big.bin")
         token_file = tmp / "tokens.txt"
         wanted = WARM_UP + args.requests
         with (
             started(upstream_cmd, None),
             started(peers.issuer_command(issuer_port, token_file, wanted), None),
+            peers.redis_if(any(case.rate_limit == "redis" for case in cases), redis_port),
         ):
             wait_port(up_port)
             tokens = peers.issued_tokens(token_file, wanted)
@@ -149,7 +163,8 @@ def main() -> int:
             issuer = f"http://127.0.0.1:{issuer_port}/"
             for round_ in range(args.rounds):
                 for case in cases:
-                    per_request = _count(tmp, case, issuer, up_port, tokens, denied, args.requests)
+                    per_request = _count(tmp, case, issuer, (up_port, redis_port), tokens, denied,
+                                         args.requests)  # fmt: skip
                     counts[case].append(per_request)
                     print(f"round {round_ + 1}: {case.name}: {per_request:,.0f} instructions"
                           " per request", flush=True)  # fmt: skip
@@ -157,17 +172,21 @@ def main() -> int:
     return 0
 
 
-def _count(tmp: Path, case: Case, issuer: str, upstream_port: int, tokens: list[str],
+def _count(tmp: Path, case: Case, issuer: str, ports: tuple[int, int], tokens: list[str],
            denied: str, requests: int) -> float:  # fmt: skip
-    """Instructions per request of `case`'s server, counted after its warm-up."""
+    """Instructions per request of `case`'s server, counted after its warm-up; `ports`: the
+    upstream's and Redis's."""
+    upstream_port, redis_port = ports
     port = free_port()
+    store = {"memory": "memory", "redis": f"redis://127.0.0.1:{redis_port}/0"}
     config = None
     if case.server == "bare":
         command = peers.bare_proxy_command(port, upstream_port)
     else:
         config = peers.scopegate_config(tmp, "instructions", issuer, upstream_port, port,
                                         routes=case.routes, enforce=case.enforce,
-                                        cors=case.cors)  # fmt: skip
+                                        cors=case.cors,
+                                        rate_limit=store.get(case.rate_limit or ""))  # fmt: skip
         command = peers.scopegate_command(config, case.workers)
     for old in tmp.glob("callgrind.out*"):
         old.unlink()

@@ -4,6 +4,7 @@ and scopegate's own configuration for each scenario."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -11,9 +12,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
-from procs import free_port
+from procs import free_port, started, wait_port
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -117,10 +119,14 @@ ORIGIN = "https://app.example.com"  # the web origin the CORS cases allow
 
 def scopegate_config(tmp: Path, name: str, issuer: str, upstream_port: int, port: int, *,
                      routes: int = 10, cache: int = 10_000, enforce: str = "enforce",
-                     cors: bool = False) -> Path:  # fmt: skip
+                     cors: bool = False, rate_limit: str | None = None) -> Path:  # fmt: skip
+    """A configuration for the benches; `rate_limit`: a store for one per-subject rule on every
+    route, generous enough never to refuse a bench's requests."""
     lines = [
         f"enforce: {enforce}",
         f"cors: {{allow_origins: [{ORIGIN}]}}" if cors else "",
+        (f"rate_limits: {{store: '{rate_limit}', rules: [{{name: per-subject, key: subject, "
+         "limit: 1000000, window: 60}]}") if rate_limit else "",
         f"limits: {{token_cache_size: {cache}, max_body_bytes: 4294967296}}",
         f"listen: 127.0.0.1:{port}", f"admin_listen: 127.0.0.1:{free_port()}",
         "issuers:", f"  - issuer: {issuer}", f"    audiences: [{AUDIENCE}]",
@@ -135,6 +141,24 @@ def scopegate_config(tmp: Path, name: str, issuer: str, upstream_port: int, port
     path = tmp / f"{name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def redis_if(wanted: bool, port: int) -> contextlib.AbstractContextManager[object]:
+    """A `redis-server` on `port` for the length of the block when `wanted` (and installed)."""
+    if not wanted:
+        return contextlib.nullcontext()
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server is needed for the redis cases: apt-get install redis-server")
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no"]  # fmt: skip
+    return _waited(started(command, None), port)
+
+
+@contextlib.contextmanager
+def _waited(server: contextlib.AbstractContextManager[object], port: int) -> Iterator[object]:
+    with server as process:
+        wait_port(port)
+        yield process
 
 
 def admin_url(config: Path, path: str) -> str:

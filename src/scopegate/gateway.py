@@ -30,6 +30,7 @@ from scopegate.pipeline.target import parse_target
 from scopegate.proxy import upstream, websocket
 from scopegate.proxy.exchange import Exchange
 from scopegate.proxy.pool import UpstreamPool
+from scopegate.ratelimit.limiter import Limiter
 from scopegate.reasons import Denied, Reason
 from scopegate.runtime import Runtime
 from scopegate.server.request import Request
@@ -126,16 +127,19 @@ class Gateway:
             await self._forward(exchange, runtime)
 
     async def _authenticate(self, exchange: Exchange, runtime: Runtime, route: Route) -> None:
-        """The token's principal into `exchange` once verified, then its scopes checked."""
+        """The token's principal into `exchange` once verified (and the request counted, with
+        rate limits), then its scopes checked."""
+        limiter = runtime.limiter
         if route.auth == "none":
+            if limiter is not None:
+                counted = limiter.rules(route.name).counting(None, exchange.request.remote)
+                exchange.answer_headers += await limiter.admit(counted)
             return
-        headers = exchange.request.header_values(b"authorization")
-        limit = runtime.config.limits.max_token_bytes
-        if exchange.query_token is None:
-            token = extract_bearer(headers, limit)
+        if limiter is None:
+            token = _token(exchange, runtime)
+            exchange.principal = await runtime.verifier.verify(token, audience=route.audience)
         else:
-            token = bearer_from_query(headers, exchange.query_token, limit)
-        exchange.principal = await runtime.verifier.verify(token, audience=route.audience)
+            await _verify_and_count(exchange, runtime, route, limiter)
         require(route.scopes, exchange.principal.scopes)
 
     async def _authenticate_reporting(
@@ -254,6 +258,42 @@ def _preflight(exchange: Exchange, runtime: Runtime, origin: str) -> bool:
     answer.add("X-Request-Id", exchange.request_id)
     exchange.request.answer(answer)
     return True
+
+
+def _token(exchange: Exchange, runtime: Runtime) -> str:
+    """The request's bearer token: from `Authorization`, or from the query of a WebSocket
+    upgrade on a route that allows it."""
+    headers = exchange.request.header_values(b"authorization")
+    limit = runtime.config.limits.max_token_bytes
+    if exchange.query_token is None:
+        return extract_bearer(headers, limit)
+    return bearer_from_query(headers, exchange.query_token, limit)
+
+
+async def _verify_and_count(
+    exchange: Exchange, runtime: Runtime, route: Route, limiter: Limiter
+) -> None:
+    """Verify the token and count the request against the route's rules, in one store call
+    (SPEC §6.5): `ip` rules count every request, before its token is looked at or even when it
+    is refused; `client` and `subject` rules count only a verified token, so an invalid one
+    never spends a client's budget."""
+    rules = limiter.rules(route.name)
+    remote = exchange.request.remote
+    if not rules.by_principal:
+        exchange.answer_headers += await limiter.admit(rules.counting(None, remote))
+        token = _token(exchange, runtime)
+        exchange.principal = await runtime.verifier.verify(token, audience=route.audience)
+        return
+    try:
+        principal = await runtime.verifier.verify(
+            _token(exchange, runtime), audience=route.audience
+        )
+    except Denied:
+        if rules.by_ip:  # the address is counted all the same, and over its limit that wins
+            await limiter.admit(rules.counting(None, remote))
+        raise
+    exchange.principal = principal
+    exchange.answer_headers += await limiter.admit(rules.counting(principal, remote))
 
 
 def _websocket_route(

@@ -36,6 +36,8 @@ class Reason(StrEnum):
     BODY_TOO_LARGE = "body_too_large"
     HEADERS_TOO_LARGE = "headers_too_large"
     CORS_REJECTED = "cors_rejected"
+    RATE_LIMITED = "rate_limited"
+    RATE_LIMIT_UNAVAILABLE = "rate_limit_unavailable"
 
     @property
     def status(self) -> int:
@@ -93,6 +95,8 @@ _STATUS: dict[Reason, int] = {
     Reason.BODY_TOO_LARGE: 413,
     Reason.HEADERS_TOO_LARGE: 431,
     Reason.CORS_REJECTED: 403,
+    Reason.RATE_LIMITED: 429,
+    Reason.RATE_LIMIT_UNAVAILABLE: 503,
 }
 
 _TITLE: dict[Reason, str] = {
@@ -107,6 +111,8 @@ _TITLE: dict[Reason, str] = {
     Reason.BODY_TOO_LARGE: "Request body too large",
     Reason.HEADERS_TOO_LARGE: "Request header fields too large",
     Reason.CORS_REJECTED: "Cross-origin request rejected",
+    Reason.RATE_LIMITED: "Too many requests",
+    Reason.RATE_LIMIT_UNAVAILABLE: "Rate limit store unavailable",
 }
 
 
@@ -117,8 +123,9 @@ class Denied(ScopegateError):
     """A request refused for ``reason``; ``detail`` is safe to show the client (never the token).
 
     ``scope`` is the RFC 6750 ``scope`` attribute of a 403, ``allow`` the methods of a 405,
-    ``retry_after`` the seconds of a 503. ``challenge`` is False for framing errors counted as
-    ``invalid_request`` that have nothing to do with a bearer token. ``status_override`` answers
+    ``retry_after`` the seconds of a 503 or 429, ``headers`` more for the answer. ``challenge``
+    is False for framing errors counted as ``invalid_request`` that have nothing to do with a
+    bearer token. ``status_override`` answers
     with another status than the reason's, for a refusal SPEC §5 counts under a reason whose
     usual status would misstate it (a transfer coding scopegate does not implement: 501, counted
     as ``invalid_request``).
@@ -131,6 +138,7 @@ class Denied(ScopegateError):
     retry_after: int | None = None
     challenge: bool = True
     status_override: int | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def status(self) -> int:

@@ -30,6 +30,10 @@ from scopegate.pipeline.routing import (
 )
 from scopegate.pipeline.verify import TokenVerifier
 from scopegate.proxy.headers import HeaderPolicy
+from scopegate.ratelimit.limiter import Limiter
+from scopegate.ratelimit.memory import MemoryStore
+from scopegate.ratelimit.redis_store import RedisStore
+from scopegate.ratelimit.store import Store
 from scopegate.telemetry.metrics import Metrics
 
 
@@ -99,6 +103,23 @@ def _verifier(
     )
 
 
+def _limiter(config: Config, previous: Runtime | None, metrics: Metrics) -> Limiter | None:
+    """The generation's rate limiter. A reload that keeps the store's settings keeps the store
+    itself, so the counts of a memory store survive it and a Redis client is not reconnected."""
+    limits = config.rate_limits
+    if limits is None:
+        return None
+    old = previous.limiter if previous is not None else None
+    store: Store
+    if old is not None and (old.limits.store, old.limits.timeout) == (limits.store, limits.timeout):
+        store = old.store
+    elif limits.store is None:
+        store = MemoryStore()
+    else:
+        store = RedisStore(limits.store.url, limits.timeout)
+    return Limiter(limits, store, on_store_error=metrics.rate_limit_store_failed)
+
+
 @dataclass(eq=False)
 class Runtime:
     config: Config
@@ -109,6 +130,7 @@ class Runtime:
     fresh_stores: tuple[JwksStore, ...] = ()
     metadata: PublishedMetadata | None = None  # RFC 9728, when `resource_metadata` is set
     cors: CorsPolicy | None = None  # SPEC §6.2, when `cors:` is set
+    limiter: Limiter | None = None  # SPEC §6.5, when `rate_limits:` is set
 
     @classmethod
     def build(
@@ -138,6 +160,7 @@ class Runtime:
             fresh_stores=fresh,
             metadata=published_metadata(config),
             cors=None if config.cors is None else CorsPolicy(config.cors),
+            limiter=_limiter(config, previous, metrics),
         )
 
     async def start(self) -> None:
@@ -151,6 +174,10 @@ class Runtime:
         for store in self.key_stores.values():
             if id(store) not in kept:
                 await store.close()
+        if self.limiter is not None:
+            adopted = keep is not None and keep.limiter is not None
+            if not (adopted and keep.limiter.store is self.limiter.store):  # type: ignore[union-attr]
+                await self.limiter.store.close()
 
     def not_ready(self) -> list[str]:
         """Why the gateway cannot serve tokens yet: one line per issuer without keys."""

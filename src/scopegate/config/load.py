@@ -28,7 +28,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from scopegate.config import build, cors, lint, metadata, openapi_section
+from scopegate.config import build, cors, lint, metadata, openapi_section, rate_limits
 from scopegate.config.build import Builder, valid_host
 from scopegate.config.errors import (
     ConfigError,
@@ -131,11 +131,13 @@ def _assemble(b: Builder) -> Config:
     listen, admin = _listeners(b)
     scopes, scope_sources = lint.catalogue(b)
     built_issuers = tuple(issuer for _, issuer in issuers if issuer)
+    built_routes = tuple(route for _, route in routes if route) + tuple(
+        route for _, route in imported.routes
+    )
     return Config(
         issuers=built_issuers,
         upstreams={upstream.name: upstream for upstream in upstreams if upstream},
-        routes=tuple(route for _, route in routes if route)
-        + tuple(route for _, route in imported.routes),
+        routes=built_routes,
         listen=listen,
         admin_listen=admin,
         jwks=build.jwks(b),
@@ -147,6 +149,7 @@ def _assemble(b: Builder) -> Config:
         resource_metadata=metadata.resource_metadata(b, built_issuers),
         file=doc.file,
         cors=cors.cors(b, warnings),
+        rate_limits=rate_limits.rate_limits(b, {route.name for route in built_routes}),
         load_warnings=tuple(warnings),
     )
 

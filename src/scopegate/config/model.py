@@ -188,6 +188,34 @@ class Cors:
     max_age: int = 600
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimitRule:
+    """One entry of `rate_limits.rules` (SPEC §6.5): `limit` requests per `window` seconds for
+    each value of `key`, smoothed (GCRA); on the routes named, or on every route (None)."""
+
+    name: str
+    key: Literal["client", "subject", "ip"]
+    limit: int
+    window: float
+    routes: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RedisStore:
+    """`rate_limits.store: redis://[:password@]host:port/db` (`rediss://`: TLS)."""
+
+    url: str  # as written, password included: never printed
+    display: str  # the same without the password, for logs and `check`
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    rules: tuple[RateLimitRule, ...]
+    store: RedisStore | None = None  # None: `memory`, counted in each process
+    on_store_error: Literal["allow", "deny"] = "allow"
+    timeout: float = 0.1  # a store call slower than this counts as a store error
+
+
 WELL_KNOWN_RESOURCE_METADATA = "/.well-known/oauth-protected-resource"
 
 
@@ -221,6 +249,7 @@ class Config:
     enforce: Literal["enforce", "report"] = "enforce"  # the default of every route
     resource_metadata: ResourceMetadata | None = None
     cors: Cors | None = None
+    rate_limits: RateLimits | None = None
     file: str = "<built-in>"
     # What loading skipped without refusing the file, as `FILE:LINE:COL: message` (operations
     # of an OpenAPI description that cannot be mapped): `check` shows them as warnings.

@@ -98,6 +98,7 @@ class Metrics:
         self._declare_request_metrics(registry)
         self._declare_upstream_metrics(registry)
         self._declare_websocket_metrics(registry)
+        self._declare_rate_limit_metrics(registry)
         self._declare_key_metrics(registry)
         self._declare_process_metrics(registry)
 
@@ -164,6 +165,14 @@ class Metrics:
             "Relayed WebSocket connections closed, by route and by who or what closed them: "
             "client, upstream, idle, token_expired, shutdown.",
             ["route", "reason"],
+            registry=registry,
+        )
+
+    def _declare_rate_limit_metrics(self, registry: CollectorRegistry) -> None:
+        self.rate_limit_store_errors = Counter(
+            "scopegate_rate_limit_store_errors_total",
+            "Rate limit store calls that failed or timed out (SPEC 6.5): each request they "
+            "concerned was allowed uncounted, or refused 503, as on_store_error says.",
             registry=registry,
         )
 
@@ -251,6 +260,9 @@ class Metrics:
     def websocket_closed(self, route: str, reason: str) -> None:
         self.websocket_connections.labels(route=route).dec()
         self.websocket_closes.labels(route=route, reason=reason).inc()
+
+    def rate_limit_store_failed(self) -> None:
+        self.rate_limit_store_errors.inc()
 
     def jwks_fetched(self, issuer: str, ok: bool, key_count: int, at: float | None) -> None:
         self.jwks_fetches.labels(issuer=issuer, result="ok" if ok else "error").inc()

@@ -77,6 +77,8 @@ def problem_answer(
         answer.add("Allow", ", ".join(denied.allow))
     if denied.retry_after is not None:
         answer.add("Retry-After", str(denied.retry_after))
+    if denied.headers:
+        answer.headers += denied.headers
     answer.close = close
     return answer
 

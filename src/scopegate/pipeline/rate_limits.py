@@ -1,0 +1,127 @@
+"""SPEC §6.5, the deciding half: which rules count a request, under which key, and GCRA.
+
+GCRA (the generic cell rate algorithm) keeps one number per key, the theoretical arrival time
+(TAT) of the next request if requests came exactly at the allowed rate. A key that has been
+quiet has its TAT in the past and may spend its whole `limit` at once; after that requests pass
+at `limit / window` per second. There is no window edge at which two limits fit in one window,
+as with a fixed window counter.
+
+With `interval = window / limit`, a request at `now` passes when
+`max(tat, now) + interval - now <= window`, and then moves the TAT there. The Redis store runs
+the same arithmetic in a Lua script (`ratelimit/redis_store.py`); this module is the reference
+both stores are tested against.
+
+Usage::
+
+    counted = rules_for(route, rules).counting(principal, remote)   # [(rule, key), ...]
+    outcome = gcra(tat, now, rule.limit, rule.window)               # or a store does it
+    headers = rate_limit_headers(counted, outcomes)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scopegate.config.model import RateLimitRule
+from scopegate.pipeline import Principal
+from scopegate.reasons import Denied, Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One rule's verdict: `remaining` requests may follow at once; `wait` seconds until the
+    next one would pass (0 while some remain); `tat` is the key's new TAT (unchanged when
+    refused)."""
+
+    allowed: bool
+    remaining: int
+    wait: float
+    tat: float
+
+
+def gcra(tat: float | None, now: float, limit: int, window: float) -> Outcome:
+    """One request at `now` against a key whose TAT is `tat` (None: never seen)."""
+    interval = window / limit
+    start = now if tat is None or tat < now else tat
+    new_tat = start + interval
+    if new_tat - now > window + 1e-9:  # float noise must not refuse the limit-th request
+        return Outcome(False, 0, start + interval - window - now, start)
+    remaining = int((window - (new_tat - now)) / interval + 1e-9)
+    wait = 0.0 if remaining > 0 else new_tat + interval - window - now
+    return Outcome(True, remaining, wait, new_tat)
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """A rule and the key it counts this request under (`rule.name` + kind + value)."""
+
+    rule: RateLimitRule
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRules:
+    """The rules that apply on one route, split by when they can count: `ip` rules before the
+    token is checked, `client` and `subject` rules only once it is verified."""
+
+    by_ip: tuple[RateLimitRule, ...]
+    by_principal: tuple[RateLimitRule, ...]
+
+    def counting(self, principal: Principal | None, remote: str | None) -> list[Counted]:
+        """The (rule, key) pairs this request spends: `ip` rules by the peer's address, and,
+        with a verified `principal`, `client` rules by its `azp`/`client_id` and `subject`
+        rules by its `sub`. A rule whose key the request lacks does not count it."""
+        counted = [Counted(rule, f"{rule.name}:ip:{remote}") for rule in self.by_ip if remote]
+        if principal is None:
+            return counted
+        for rule in self.by_principal:
+            value = principal.client_id if rule.key == "client" else principal.subject
+            if isinstance(value, str) and value:
+                counted.append(Counted(rule, f"{rule.name}:{rule.key}:{value}"))
+        return counted
+
+
+NO_RULES = RouteRules((), ())
+
+
+def rules_for(route: str, rules: Sequence[RateLimitRule]) -> RouteRules:
+    applying = [rule for rule in rules if rule.routes is None or route in rule.routes]
+    if not applying:
+        return NO_RULES
+    return RouteRules(
+        tuple(rule for rule in applying if rule.key == "ip"),
+        tuple(rule for rule in applying if rule.key != "ip"),
+    )
+
+
+def rate_limit_headers(
+    counted: Sequence[Counted], outcomes: Sequence[Outcome]
+) -> list[tuple[bytes, bytes]]:
+    """`RateLimit-Policy` and `RateLimit` (IETF httpapi rate-limit headers), one list member per
+    rule: `"NAME";q=LIMIT;w=WINDOW` and `"NAME";r=REMAINING;t=SECONDS`."""
+    policies = ", ".join(
+        f'"{c.rule.name}";q={c.rule.limit};w={_seconds(c.rule.window)}' for c in counted
+    )
+    states = ", ".join(
+        f'"{c.rule.name}";r={o.remaining};t={math.ceil(o.wait)}'
+        for c, o in zip(counted, outcomes, strict=True)
+    )
+    return [(b"RateLimit-Policy", policies.encode()), (b"RateLimit", states.encode())]
+
+
+def refusal(counted: Sequence[Counted], outcomes: Sequence[Outcome]) -> Denied | None:
+    """`rate_limited`, naming the rules that refused, with the longest wait as `Retry-After`;
+    None when every rule allows the request."""
+    refused = [(c, o) for c, o in zip(counted, outcomes, strict=True) if not o.allowed]
+    if not refused:
+        return None
+    wait = max(outcome.wait for _, outcome in refused)
+    names = ", ".join(c.rule.name for c, _ in refused)
+    detail = f"over the rate limit ({names}); retry in {math.ceil(wait)} s"
+    return Denied(Reason.RATE_LIMITED, detail, retry_after=max(1, math.ceil(wait)), challenge=False)
+
+
+def _seconds(window: float) -> str:
+    return str(int(window)) if window == int(window) else f"{window:g}"

@@ -1,0 +1,82 @@
+"""`store: redis://...`: one count shared by every worker and replica.
+
+One round trip per request: a Lua script runs GCRA for every rule of the request at once, on
+Redis's own clock (so replicas whose clocks differ still agree), all or nothing, and sets each
+key to expire when its TAT has passed (a quiet key holds no memory). EVALSHA is sent, and the
+script loaded again if Redis lost it (a restart). redis-py's asyncio client keeps the
+connections and reconnects by itself once Redis is back; the limiter bounds each call in time.
+
+Keys are `scopegate:rl:` + rule name + key kind + value. With Redis Cluster, the rules of one
+route would need one hash slot; a single Redis (or a replicated primary) is what this expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.asyncio as redis
+
+from scopegate.pipeline.rate_limits import Counted, Outcome
+
+PREFIX = "scopegate:rl:"
+
+# KEYS: one per rule; ARGV: limit, window for each. Returns allowed, remaining, wait for each,
+# wait as text (a Lua number returned to Redis would be cut to an integer).
+GCRA = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local out, tats, all = {}, {}, true
+for i = 1, #KEYS do
+  local limit, window = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local interval = window / limit
+  local start = now
+  local tat = tonumber(redis.call('GET', KEYS[i]))
+  if tat and tat > now then start = tat end
+  local new_tat = start + interval
+  if new_tat - now > window + 1e-9 then
+    all = false
+    out[3 * i - 2], out[3 * i - 1] = 0, 0
+    out[3 * i] = string.format('%.6f', start + interval - window - now)
+  else
+    local remaining = math.floor((window - (new_tat - now)) / interval + 1e-9)
+    local wait = 0
+    if remaining <= 0 then wait = new_tat + interval - window - now end
+    out[3 * i - 2], out[3 * i - 1], out[3 * i] = 1, remaining, string.format('%.6f', wait)
+    tats[i] = new_tat
+  end
+end
+if all then
+  for i = 1, #KEYS do
+    local ttl = math.ceil((tats[i] - now) * 1000)
+    redis.call('SET', KEYS[i], string.format('%.6f', tats[i]), 'PX', math.max(ttl, 1))
+  end
+end
+return out
+"""
+
+
+class RedisStore:
+    def __init__(self, url: str, timeout: float) -> None:
+        # The client's own timeouts back up the limiter's: a connect or read that hangs fails.
+        self._client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+            health_check_interval=30,
+        )
+        self._script = self._client.register_script(GCRA)
+
+    async def spend(self, counted: Sequence[Counted]) -> list[Outcome]:
+        keys = [PREFIX + entry.key for entry in counted]
+        args: list[float] = []
+        for entry in counted:
+            args += (entry.rule.limit, entry.rule.window)
+        reply = await self._script(keys=keys, args=args)
+        return [
+            Outcome(bool(reply[i]), int(reply[i + 1]), float(reply[i + 2]), 0.0)
+            for i in range(0, len(reply), 3)
+        ]
+
+    async def close(self) -> None:
+        await self._client.aclose()

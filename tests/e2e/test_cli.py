@@ -232,3 +232,17 @@ def test_check_and_explain_show_report_only_routes(tmp_path: Path) -> None:
     assert explained.returncode == 1, explained.stdout + explained.stderr
     assert "verdict: SHADOW DENY insufficient_scope" in explained.stdout
     assert "report only: forwarded" in explained.stdout
+
+
+def test_check_lists_the_rate_limits_without_the_store_password(tmp_path: Path) -> None:
+    config = tmp_path / "limited.yaml"
+    config.write_text(
+        EXAMPLE.read_text()
+        + "rate_limits:\n  store: redis://:hunter2@127.0.0.1:6379/0\n  rules:\n"
+        + "    - {name: per-client, key: client, limit: 100, window: 60, routes: [list-contacts]}\n"
+    )
+    checked = run("check", "-c", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert "rate limits, counted in redis://:***@127.0.0.1:6379/0" in checked.stdout
+    assert "per-client: 100 per 60 s by client on list-contacts" in checked.stdout
+    assert "hunter2" not in checked.stdout + checked.stderr

@@ -16,7 +16,7 @@ from typing import TextIO
 from scopegate.commands.loading import load_with_routes
 from scopegate.config.errors import ConfigError, ConfigErrors
 from scopegate.config.lint import catalogue_warnings
-from scopegate.config.model import Config, Route, ScopeRule
+from scopegate.config.model import Config, RateLimits, Route, ScopeRule
 from scopegate.keys.fetch import new_session
 from scopegate.keys.store import JwksStore
 from scopegate.pipeline import Principal, RouteMatch
@@ -77,6 +77,16 @@ def route_table(routes: list[Route]) -> str:
     return "\n".join(lines)
 
 
+def rate_limit_table(limits: RateLimits) -> str:
+    """The rules as an operator reads them, after the store they count in."""
+    store = "memory (each process counts alone)" if limits.store is None else limits.store.display
+    lines = [f"rate limits, counted in {store}; on store error: {limits.on_store_error}"]
+    for rule in limits.rules:
+        routes = "every route" if rule.routes is None else ", ".join(sorted(rule.routes))
+        lines.append(f"  {rule.name}: {rule.limit} per {rule.window:g} s by {rule.key} on {routes}")
+    return "\n".join(lines)
+
+
 def _summary(config: Config) -> str:
     return (
         f"{config.file}: valid: {len(config.routes)} route(s), {len(config.issuers)} issuer(s), "
@@ -104,6 +114,9 @@ def run_check(path: Path, out: TextIO, err: TextIO) -> int:
     print(_summary(config), file=out)
     print(file=out)
     print(route_table(list(compiled.table)), file=out)
+    if config.rate_limits is not None:
+        print(file=out)
+        print(rate_limit_table(config.rate_limits), file=out)
     warnings: list[ConfigError | object] = [
         *config.load_warnings,
         *compiled.warnings,

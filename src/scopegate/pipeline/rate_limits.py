@@ -21,7 +21,7 @@ Usage::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from scopegate.config.model import RateLimitRule
@@ -29,16 +29,22 @@ from scopegate.pipeline import Principal
 from scopegate.reasons import Denied, Reason
 
 
-@dataclass(frozen=True, slots=True)
 class Outcome:
     """One rule's verdict: `remaining` requests may follow at once; `wait` seconds until the
     next one would pass (0 while some remain); `tat` is the key's new TAT (unchanged when
-    refused)."""
+    refused). A plain slotted class: one is made per rule and request, and a frozen
+    dataclass's `__init__` costs several times this one's."""
 
-    allowed: bool
-    remaining: int
-    wait: float
-    tat: float
+    __slots__ = ("allowed", "remaining", "tat", "wait")
+
+    def __init__(self, allowed: bool, remaining: int, wait: float, tat: float) -> None:
+        self.allowed = allowed
+        self.remaining = remaining
+        self.wait = wait
+        self.tat = tat
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.allowed}, {self.remaining}, {self.wait:g}, {self.tat:g})"
 
 
 def gcra(tat: float | None, now: float, limit: int, window: float) -> Outcome:
@@ -53,12 +59,14 @@ def gcra(tat: float | None, now: float, limit: int, window: float) -> Outcome:
     return Outcome(True, remaining, wait, new_tat)
 
 
-@dataclass(frozen=True, slots=True)
 class Counted:
     """A rule and the key it counts this request under (`rule.name` + kind + value)."""
 
-    rule: RateLimitRule
-    key: str
+    __slots__ = ("key", "rule")
+
+    def __init__(self, rule: RateLimitRule, key: str) -> None:
+        self.rule = rule
+        self.key = key
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,26 +105,38 @@ def rules_for(route: str, rules: Sequence[RateLimitRule]) -> RouteRules:
 
 
 def rate_limit_headers(
-    counted: Sequence[Counted], outcomes: Sequence[Outcome]
+    counted: Sequence[Counted],
+    outcomes: Sequence[Outcome],
+    policies: Mapping[str, bytes] | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """`RateLimit-Policy` and `RateLimit` (IETF httpapi rate-limit headers), one list member per
-    rule: `"NAME";q=LIMIT;w=WINDOW` and `"NAME";r=REMAINING;t=SECONDS`."""
-    policies = ", ".join(
-        f'"{c.rule.name}";q={c.rule.limit};w={_seconds(c.rule.window)}' for c in counted
-    )
-    states = ", ".join(
-        f'"{c.rule.name}";r={o.remaining};t={math.ceil(o.wait)}'
+    rule: `"NAME";q=LIMIT;w=WINDOW` and `"NAME";r=REMAINING;t=SECONDS`. `policies`: each
+    rule's `policy_member` by name, made once (this runs on every limited request)."""
+    known = policies or {}
+    if len(counted) == 1:  # the usual case, without the joins
+        rule, outcome = counted[0].rule, outcomes[0]
+        policy = known.get(rule.name) or policy_member(rule)
+        state = b'"%s";r=%d;t=%d' % (rule.name.encode(), outcome.remaining, math.ceil(outcome.wait))
+        return [(b"RateLimit-Policy", policy), (b"RateLimit", state)]
+    policy = b", ".join(known.get(c.rule.name) or policy_member(c.rule) for c in counted)
+    states = b", ".join(
+        b'"%s";r=%d;t=%d' % (c.rule.name.encode(), o.remaining, math.ceil(o.wait))
         for c, o in zip(counted, outcomes, strict=True)
     )
-    return [(b"RateLimit-Policy", policies.encode()), (b"RateLimit", states.encode())]
+    return [(b"RateLimit-Policy", policy), (b"RateLimit", states)]
+
+
+def policy_member(rule: RateLimitRule) -> bytes:
+    """`"NAME";q=LIMIT;w=WINDOW`."""
+    return f'"{rule.name}";q={rule.limit};w={_seconds(rule.window)}'.encode()
 
 
 def refusal(counted: Sequence[Counted], outcomes: Sequence[Outcome]) -> Denied | None:
     """`rate_limited`, naming the rules that refused, with the longest wait as `Retry-After`;
     None when every rule allows the request."""
-    refused = [(c, o) for c, o in zip(counted, outcomes, strict=True) if not o.allowed]
-    if not refused:
+    if all(outcome.allowed for outcome in outcomes):
         return None
+    refused = [(c, o) for c, o in zip(counted, outcomes, strict=True) if not o.allowed]
     wait = max(outcome.wait for _, outcome in refused)
     names = ", ".join(c.rule.name for c, _ in refused)
     detail = f"over the rate limit ({names}); retry in {math.ceil(wait)} s"

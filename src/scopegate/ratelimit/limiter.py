@@ -24,10 +24,12 @@ from scopegate.pipeline.rate_limits import (
     NO_RULES,
     Counted,
     RouteRules,
+    policy_member,
     rate_limit_headers,
     refusal,
     rules_for,
 )
+from scopegate.ratelimit.memory import MemoryStore
 from scopegate.ratelimit.store import Store
 from scopegate.reasons import Denied, Reason
 
@@ -53,6 +55,9 @@ class Limiter:
         self._deny = limits.on_store_error == "deny"
         self._logged_at: float | None = None
         self._by_route: dict[str, RouteRules] = {}
+        self._policies = {rule.name: policy_member(rule) for rule in limits.rules}
+        # Counted in this process: answered in line, with no timeout to arm (it cannot hang).
+        self._memory = store if isinstance(store, MemoryStore) else None
 
     def rules(self, route: str) -> RouteRules:
         """The rules that count requests on `route` (looked up once per route name)."""
@@ -67,20 +72,23 @@ class Limiter:
         the file asks for)."""
         if not counted:
             return []
-        try:
-            async with asyncio.timeout(self._timeout):
-                outcomes = await self.store.spend(counted)
-        except Exception as error:  # any failure of the store, its client or its network
-            self._store_failed(error)
-            if self._deny:
-                raise Denied(
-                    Reason.RATE_LIMIT_UNAVAILABLE,
-                    "the rate limit store does not answer",
-                    retry_after=UNAVAILABLE_RETRY_AFTER,
-                    challenge=False,
-                ) from None
-            return []
-        headers = rate_limit_headers(counted, outcomes)
+        if self._memory is not None:
+            outcomes = self._memory.spend_now(counted)
+        else:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    outcomes = await self.store.spend(counted)
+            except Exception as error:  # any failure of the store, its client or its network
+                self._store_failed(error)
+                if self._deny:
+                    raise Denied(
+                        Reason.RATE_LIMIT_UNAVAILABLE,
+                        "the rate limit store does not answer",
+                        retry_after=UNAVAILABLE_RETRY_AFTER,
+                        challenge=False,
+                    ) from None
+                return []
+        headers = rate_limit_headers(counted, outcomes, self._policies)
         denied = refusal(counted, outcomes)
         if denied is not None:
             denied.headers = tuple(headers)

@@ -33,14 +33,25 @@ class MemoryStore:
     def spend_now(self, counted: Sequence[Counted]) -> list[Outcome]:
         now = self._clock()
         tats = self._tats
+        if len(counted) == 1:  # the usual case, without the all-or-nothing bookkeeping
+            entry = counted[0]
+            rule = entry.rule
+            outcome = gcra(tats.get(entry.key), now, rule.limit, rule.window)
+            if outcome.allowed:
+                self._keep(entry.key, outcome.tat)
+            return [outcome]
         outcomes = [gcra(tats.get(c.key), now, c.rule.limit, c.rule.window) for c in counted]
         if all(outcome.allowed for outcome in outcomes):
             for entry, outcome in zip(counted, outcomes, strict=True):
-                tats[entry.key] = outcome.tat
-                tats.move_to_end(entry.key)
-            while len(tats) > self._max_keys:
-                tats.popitem(last=False)
+                self._keep(entry.key, outcome.tat)
         return outcomes
+
+    def _keep(self, key: str, tat: float) -> None:
+        tats = self._tats
+        tats[key] = tat
+        tats.move_to_end(key)
+        if len(tats) > self._max_keys:
+            tats.popitem(last=False)
 
     async def close(self) -> None:
         self._tats.clear()

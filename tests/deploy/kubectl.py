@@ -7,7 +7,8 @@ that builds the environment from the lock file renders with the same one.
 Usage::
 
     resources = kustomize(ROOT / "deploy" / "kubernetes" / "overlays" / "example")
-    deployment = next(r for r in resources if r["kind"] == "Deployment")
+    deployments = {r["metadata"]["name"]: r for r in resources if r["kind"] == "Deployment"}
+    gateway = deployments["scopegate"]  # the base also deploys `redis`
 """
 
 from __future__ import annotations

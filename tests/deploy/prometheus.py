@@ -64,6 +64,8 @@ def scopegate_metrics() -> CollectorRegistry:
     metrics.answered(ROUTE, "GET", 503, 0.2)
     metrics.denied(ROUTE, Reason.MISSING_TOKEN)
     metrics.denied(ROUTE, Reason.ISSUER_UNAVAILABLE)
+    metrics.denied(ROUTE, Reason.RATE_LIMITED)
+    metrics.rate_limit_store_failed()
     metrics.shadow_denied(ROUTE, Reason.INSUFFICIENT_SCOPE)
     metrics.upstream_answered(UPSTREAM, 0.003)
     metrics.websocket_opened(ROUTE)

@@ -1,7 +1,7 @@
 """deploy/compose starts what its README says: scopegate built from the repository's Dockerfile
-and locked down as in Kubernetes, an echo upstream it can reach, Prometheus scraping it with the
-promtool-tested rules, Grafana with the shipped dashboard; every mounted file exists and every
-configuration is one its program accepts."""
+and locked down as in Kubernetes, an echo upstream it can reach, the Redis its rate limits count
+in, Prometheus scraping it with the promtool-tested rules, Grafana with the shipped dashboard;
+every mounted file exists and every configuration is one its program accepts."""
 
 from __future__ import annotations
 
@@ -89,10 +89,10 @@ def _scopegate_config() -> Path:
 
 
 def test_services_and_pinned_images() -> None:
-    """Four services; scopegate built from the repository's Dockerfile; every other image pinned
+    """Five services; scopegate built from the repository's Dockerfile; every other image pinned
     to a version tag, never `latest`."""
     services = _compose()["services"]
-    assert set(services) == {"scopegate", "upstream", "prometheus", "grafana"}
+    assert set(services) == {"scopegate", "upstream", "redis", "prometheus", "grafana"}
     build = services["scopegate"]["build"]
     context = (COMPOSE_DIR / build["context"]).resolve()
     assert context == ROOT.resolve()
@@ -166,6 +166,41 @@ def test_upstreams_are_compose_services() -> None:
         assert host is not None and host in services, f"upstream {name}: {host} is no service"
         listening = _environment(host).get("HTTP_PORT")
         assert listening is not None and url.port == int(listening), upstream
+
+
+def test_rate_limits_count_in_the_redis_service() -> None:
+    """The configuration's rate-limit store is the `redis` service, on the port Redis listens on
+    (the image's default, 6379), and scopegate starts once that Redis answers."""
+    config = yaml.safe_load(_scopegate_config().read_text())
+    store = urlsplit(config["rate_limits"]["store"])
+    assert store.scheme == "redis"
+    assert store.hostname == "redis" and store.port == 6379
+    image, _, _ = _service("redis")["image"].rpartition(":")
+    assert image == "redis", "the official image"
+    assert "--port" not in _service("redis")["command"]
+    depends = _service("scopegate")["depends_on"]
+    assert depends["redis"] == {"condition": "service_healthy"}
+    healthcheck = _service("redis")["healthcheck"]["test"]
+    assert healthcheck == ["CMD", "redis-cli", "ping"]
+
+
+def test_redis_runs_locked_down_without_persistence() -> None:
+    """Redis runs as its image's non-root user with a read-only root file system, no
+    capabilities and no privilege gain; it persists nothing (its working directory is a tmpfs)
+    and is published on no host port: only the compose network reaches it."""
+    service = _service("redis")
+    uid, _, gid = str(service["user"]).partition(":")
+    assert int(uid) > 0 and int(gid) > 0
+    assert service["read_only"] is True
+    assert service["tmpfs"] == ["/data"]
+    assert service["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in service["security_opt"]
+    assert "ports" not in service
+    assert "volumes" not in service
+    command = service["command"]
+    assert command[0] == "redis-server"
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--save"] == "" and options["--appendonly"] == "no"
 
 
 def test_prometheus_scrapes_scopegate_with_the_tested_rules() -> None:

@@ -54,7 +54,12 @@ def _only(found: list[Instruction], keyword: str) -> Instruction:
 
 
 def _deployment() -> dict[str, Any]:
-    return next(r for r in kustomize(ROOT / "deploy/kubernetes/base") if r["kind"] == "Deployment")
+    """The base's scopegate Deployment (the base also deploys Redis, from its own image)."""
+    return next(
+        r
+        for r in kustomize(ROOT / "deploy/kubernetes/base")
+        if r["kind"] == "Deployment" and r["metadata"]["name"] == "scopegate"
+    )
 
 
 def _deployment_container() -> dict[str, Any]:

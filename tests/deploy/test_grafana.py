@@ -235,6 +235,11 @@ def test_a_misspelt_name_finds_no_series(prometheus: Prometheus, misspelt: str, 
         ("JWKS last success age", r"time\(\) - scopegate_jwks_last_success_timestamp_seconds"),
         ("JWKS fetch errors", r"by \(issuer, result\) .*scopegate_jwks_fetches_total"),
         ("config reloads", r"by \(result\) .*scopegate_config_reloads_total"),
+        (
+            "rate-limited requests by route",
+            r'sum by \(route\) \(rate\(scopegate_denials_total\{[^}]*reason="rate_limited"',
+        ),
+        ("rate-limit store errors", r"rate\(scopegate_rate_limit_store_errors_total"),
     ],
 )
 def test_dashboard_shows_what_operators_watch(what: str, pattern: str) -> None:

@@ -1,6 +1,7 @@
 """The Kubernetes manifests in deploy/kubernetes render, are valid objects for the API server, and
 say what the README promises: locked-down pods, probes on the admin port, a drain that fits the
-grace period, a configuration that scopegate accepts, the promtool-tested alert rules unchanged.
+grace period, a configuration that scopegate accepts, the promtool-tested alert rules unchanged,
+and a Redis for the rate limits that only scopegate's pods reach.
 
 Rendering is `kubectl kustomize`, with the kubectl the dev extra pins; built-in kinds are
 validated strictly against the Kubernetes 1.30 JSON schemas shipped by kubernetes-validate, and
@@ -19,6 +20,7 @@ from copy import deepcopy
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate  # type: ignore[import-untyped]
@@ -36,17 +38,24 @@ CRDS = Path(__file__).parent / "crds"
 LAYOUTS = ["base", "overlays/example"]
 KUBERNETES_VERSION = "1.30"
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
-EXPECTED_KINDS = {
-    "Deployment",
-    "Service",
-    "ConfigMap",
-    "HorizontalPodAutoscaler",
-    "PodDisruptionBudget",
-    "NetworkPolicy",
-    "ServiceMonitor",
-    "PrometheusRule",
+# (kind, name) of every object, the ConfigMap's name without its content hash.
+EXPECTED_OBJECTS = {
+    ("Deployment", "scopegate"),
+    ("Service", "scopegate"),
+    ("ConfigMap", "scopegate-config"),
+    ("HorizontalPodAutoscaler", "scopegate"),
+    ("PodDisruptionBudget", "scopegate"),
+    ("NetworkPolicy", "scopegate"),
+    ("ServiceMonitor", "scopegate"),
+    ("PrometheusRule", "scopegate"),
+    # The rate limits' shared store.
+    ("Deployment", "redis"),
+    ("Service", "redis"),
+    ("NetworkPolicy", "redis"),
 }
 CONFIG_DIR = "/etc/scopegate"
+GATEWAY = "scopegate"
+REDIS = "redis"
 
 
 @functools.cache
@@ -54,20 +63,26 @@ def _rendered(layout: str) -> tuple[Resource, ...]:
     return tuple(kustomize(KUBERNETES / layout))
 
 
-def _one(layout: str, kind: str) -> Resource:
-    found = [r for r in _rendered(layout) if r["kind"] == kind]
-    assert len(found) == 1, f"{layout}: expected one {kind}, found {len(found)}"
+def _one(layout: str, kind: str, name: str = GATEWAY) -> Resource:
+    found = [r for r in _rendered(layout) if r["kind"] == kind and r["metadata"]["name"] == name]
+    assert len(found) == 1, f"{layout}: expected one {kind} {name}, found {len(found)}"
     return found[0]
 
 
-def _pod(layout: str) -> dict[str, Any]:
-    spec: dict[str, Any] = _one(layout, "Deployment")["spec"]["template"]["spec"]
+def _pod(layout: str, name: str = GATEWAY) -> dict[str, Any]:
+    spec: dict[str, Any] = _one(layout, "Deployment", name)["spec"]["template"]["spec"]
     return spec
 
 
-def _container(layout: str) -> dict[str, Any]:
-    containers: list[dict[str, Any]] = _pod(layout)["containers"]
-    assert [c["name"] for c in containers] == ["scopegate"]
+def _pod_labels(layout: str, name: str = GATEWAY) -> dict[str, str]:
+    template = _one(layout, "Deployment", name)["spec"]["template"]
+    labels: dict[str, str] = template["metadata"]["labels"]
+    return labels
+
+
+def _container(layout: str, name: str = GATEWAY) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = _pod(layout, name)["containers"]
+    assert [c["name"] for c in containers] == [name]
     return containers[0]
 
 
@@ -122,9 +137,15 @@ def _seconds(duration: str) -> int:
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_layout_renders_every_object_once(layout: str) -> None:
-    """kustomize semantics give exactly one object of each kind the README lists."""
-    kinds = [r["kind"] for r in _rendered(layout)]
-    assert sorted(kinds) == sorted(EXPECTED_KINDS)
+    """kustomize semantics give exactly the objects the README lists, each once."""
+    unhashed = {"ConfigMap"}  # generated: NAME-<hash of the content>
+    objects = [
+        (r["kind"], r["metadata"]["name"].rsplit("-", 1)[0])
+        if r["kind"] in unhashed
+        else (r["kind"], r["metadata"]["name"])
+        for r in _rendered(layout)
+    ]
+    assert sorted(objects) == sorted(EXPECTED_OBJECTS)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -295,15 +316,18 @@ def test_prometheus_rule_carries_the_promtool_tested_rules(layout: str) -> None:
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_pods_are_locked_down(layout: str) -> None:
+@pytest.mark.parametrize(("deployment", "writable_path"), [(GATEWAY, "/tmp"), (REDIS, "/data")])
+def test_pods_are_locked_down(layout: str, deployment: str, writable_path: str) -> None:
     """Non-root, read-only root file system, no privilege escalation, no capabilities, the
-    default seccomp profile, no service account token; /tmp the only writable mount."""
-    pod = _pod(layout)
+    default seccomp profile, no service account token; one emptyDir the only writable mount
+    (scopegate's /tmp, Redis's working directory /data)."""
+    pod = _pod(layout, deployment)
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] > 0
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
-    context = _container(layout)["securityContext"]
+    assert pod["enableServiceLinks"] is False
+    context = _container(layout, deployment)["securityContext"]
     assert context["runAsNonRoot"] is True
     assert context["readOnlyRootFilesystem"] is True
     assert context["allowPrivilegeEscalation"] is False
@@ -313,11 +337,96 @@ def test_pods_are_locked_down(layout: str) -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     writable = {
         m["mountPath"]: volumes[m["name"]]
-        for m in _container(layout)["volumeMounts"]
+        for m in _container(layout, deployment)["volumeMounts"]
         if not m.get("readOnly")
     }
-    assert set(writable) == {"/tmp"}
-    assert "emptyDir" in writable["/tmp"]
+    assert set(writable) == {writable_path}
+    assert "emptyDir" in writable[writable_path]
+
+
+def _options(args: list[str]) -> dict[str, str]:
+    """redis-server's `--name value` arguments."""
+    assert args[0] == "redis-server"
+    return dict(zip(args[1::2], args[2::2], strict=True))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_redis_is_the_official_image_and_persists_nothing(layout: str) -> None:
+    """The official `redis` image at a pinned version; no snapshots, no append-only file, a
+    memory ceiling below the container's limit; probes ask `redis-cli ping`."""
+    container = _container(layout, REDIS)
+    image, _, tag = container["image"].rpartition(":")
+    assert image in {"redis", "docker.io/library/redis"}, container["image"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+-alpine", tag), "pinned to a release, never a moving tag"
+    options = _options(container["args"])
+    assert options["--save"] == "" and options["--appendonly"] == "no"
+    assert "--port" not in options, "the image's port, 6379"
+    maxmemory = re.fullmatch(r"(\d+)mb", options["--maxmemory"])
+    assert maxmemory, options["--maxmemory"]
+    assert int(maxmemory.group(1)) * 2**20 < _memory(container["resources"]["limits"]["memory"])
+    assert options["--maxmemory-policy"] == "allkeys-lru"
+    assert _container_port(container, "redis") == 6379
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"] == ["redis-cli", "ping"], probe
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_rate_limits_count_in_the_redis_service(layout: str) -> None:
+    """The configuration's `rate_limits.store` names the Redis Service and its port, and that
+    Service selects the Redis pods (not scopegate's) on the port Redis listens on."""
+    _, text = _config_text(layout)
+    store = urlsplit(yaml.safe_load(text)["rate_limits"]["store"])
+    service = _one(layout, "Service", REDIS)
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert store.scheme == "redis"
+    assert store.hostname == service["metadata"]["name"]
+    assert store.port == ports["redis"]["port"]
+    assert ports["redis"]["targetPort"] == "redis"
+    assert _container_port(_container(layout, REDIS), "redis") == 6379
+    selector = service["spec"]["selector"].items()
+    assert selector <= _pod_labels(layout, REDIS).items()
+    assert not selector <= _pod_labels(layout, GATEWAY).items()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_only_scopegate_pods_reach_redis(layout: str) -> None:
+    """Redis has no password: its NetworkPolicy admits scopegate's pods of the same namespace,
+    on the Redis port only, and nothing else."""
+    policy = _one(layout, "NetworkPolicy", REDIS)
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"].items() <= _pod_labels(layout, REDIS).items()
+    )
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    (peer,) = rule["from"]
+    assert set(peer) == {"podSelector"}, "no namespaceSelector, no ipBlock: this namespace only"
+    admitted = peer["podSelector"]["matchLabels"].items()
+    assert admitted <= _pod_labels(layout, GATEWAY).items()
+    assert not admitted <= _pod_labels(layout, REDIS).items()
+    assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_gateway_and_redis_select_only_their_own_pods(layout: str) -> None:
+    """scopegate's Service, disruption budget, NetworkPolicy, spread constraint and
+    ServiceMonitor do not take in Redis, and Redis's Deployment does not take in scopegate."""
+    redis_labels = _pod_labels(layout, REDIS).items()
+    selectors = {
+        "Deployment": _one(layout, "Deployment")["spec"]["selector"]["matchLabels"],
+        "Service": _one(layout, "Service")["spec"]["selector"],
+        "PodDisruptionBudget": _one(layout, "PodDisruptionBudget")["spec"]["selector"][
+            "matchLabels"
+        ],
+        "NetworkPolicy": _one(layout, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"],
+    }
+    for constraint in _pod(layout)["topologySpreadConstraints"]:
+        selectors["topologySpreadConstraints"] = constraint["labelSelector"]["matchLabels"]
+    for what, selector in selectors.items():
+        assert not selector.items() <= redis_labels, f"scopegate's {what} selects Redis"
+    monitor = _one(layout, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+    assert not monitor.items() <= _one(layout, "Service", REDIS)["metadata"]["labels"].items()
+    redis_selector = _one(layout, "Deployment", REDIS)["spec"]["selector"]["matchLabels"]
+    assert not redis_selector.items() <= _pod_labels(layout, GATEWAY).items()
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -356,10 +465,11 @@ def test_shutdown_fits_in_the_grace_period(layout: str) -> None:
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_resources_are_requested_and_limited(layout: str) -> None:
+@pytest.mark.parametrize("deployment", [GATEWAY, REDIS])
+def test_resources_are_requested_and_limited(layout: str, deployment: str) -> None:
     """CPU and memory have requests (what the autoscaler measures against) and limits at least as
     large."""
-    resources = _container(layout)["resources"]
+    resources = _container(layout, deployment)["resources"]
     assert 0 < _cpu(resources["requests"]["cpu"]) <= _cpu(resources["limits"]["cpu"])
     memory = resources["requests"]["memory"], resources["limits"]["memory"]
     assert 0 < _memory(memory[0]) <= _memory(memory[1])
@@ -404,7 +514,9 @@ def test_a_configuration_change_rolls_the_pods(tmp_path: Path) -> None:
 
     def mounted(layout: str) -> str:
         resources = kustomize(copy / layout)
-        deployment = next(r for r in resources if r["kind"] == "Deployment")
+        deployment = next(
+            r for r in resources if r["kind"] == "Deployment" and r["metadata"]["name"] == GATEWAY
+        )
         volumes = deployment["spec"]["template"]["spec"]["volumes"]
         names = {r["metadata"]["name"] for r in resources if r["kind"] == "ConfigMap"}
         name = str(next(v["configMap"]["name"] for v in volumes if v["name"] == "config"))

@@ -25,6 +25,7 @@ SPEC_METRICS = {
     "scopegate_jwks_last_success_timestamp_seconds",
     "scopegate_config_reloads_total",
     "scopegate_build_info",
+    "scopegate_rate_limit_store_errors_total",  # SPEC §6.5
 }
 
 

@@ -211,3 +211,37 @@ async def test_the_lua_script_agrees_with_the_reference_gcra(
                 assert abs(mine.wait - theirs.wait) < 1.0
     finally:
         await store.close()
+
+
+async def test_the_database_number_of_the_url_is_the_one_counted_in(redis: RedisServer) -> None:
+    store = RedisStore(redis.url.rsplit("/", 1)[0] + "/3", timeout=2.0)
+    try:
+        await store.spend([Counted(RULES[0], "small:db")])
+    finally:
+        await store.close()
+    assert await redis.command("DBSIZE") == 0
+    connection = await redis.connect()
+    try:
+        assert await connection.command("SELECT", "3") == "OK"
+        assert await connection.command("KEYS", "*") == [b"scopegate:rl:small:db"]
+        ttl = await connection.command("PTTL", "scopegate:rl:small:db")
+        assert isinstance(ttl, int) and 0 < ttl <= 1_200_000  # expires once it holds nothing
+    finally:
+        await connection.close()
+
+
+async def test_commands_of_concurrent_requests_are_pipelined_and_paired_in_order(
+    redis: RedisServer,
+) -> None:
+    """Many requests at once on one connection: each gets its own key's reply."""
+    store = RedisStore(redis.url, timeout=2.0)
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                store.spend([Counted(RateLimitRule(f"r{i}", "ip", i + 1, 3600.0), f"k{i}")])
+                for i in range(50)
+            )
+        )
+    finally:
+        await store.close()
+    assert [o[0].remaining for o in outcomes] == list(range(50))

@@ -52,9 +52,11 @@ def gcra(tat: float | None, now: float, limit: int, window: float) -> Outcome:
     interval = window / limit
     start = now if tat is None or tat < now else tat
     new_tat = start + interval
-    if new_tat - now > window + 1e-9:  # float noise must not refuse the limit-th request
+    # The stores keep TATs to the microsecond: float noise within it must not refuse the
+    # limit-th request, nor leave a remaining one uncounted.
+    if new_tat - now > window + 1e-6:
         return Outcome(False, 0, start + interval - window - now, start)
-    remaining = int((window - (new_tat - now)) / interval + 1e-9)
+    remaining = int((window - (new_tat - now)) / interval + 1e-6)
     wait = 0.0 if remaining > 0 else new_tat + interval - window - now
     return Outcome(True, remaining, wait, new_tat)
 

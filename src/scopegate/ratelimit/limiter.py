@@ -14,7 +14,6 @@ Usage::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -51,7 +50,6 @@ class Limiter:
         self.store = store
         self._on_store_error = on_store_error
         self._clock = clock
-        self._timeout = limits.timeout
         self._deny = limits.on_store_error == "deny"
         self._logged_at: float | None = None
         self._by_route: dict[str, RouteRules] = {}
@@ -76,8 +74,7 @@ class Limiter:
             outcomes = self._memory.spend_now(counted)
         else:
             try:
-                async with asyncio.timeout(self._timeout):
-                    outcomes = await self.store.spend(counted)
+                outcomes = await self.store.spend(counted)  # bounded by the store's timeout
             except Exception as error:  # any failure of the store, its client or its network
                 self._store_failed(error)
                 if self._deny:

@@ -3,8 +3,8 @@
 One round trip per request: a Lua script runs GCRA for every rule of the request at once, on
 Redis's own clock (so replicas whose clocks differ still agree), all or nothing, and sets each
 key to expire when its TAT has passed (a quiet key holds no memory). EVALSHA is sent, and the
-script loaded again if Redis lost it (a restart). redis-py's asyncio client keeps the
-connections and reconnects by itself once Redis is back; the limiter bounds each call in time.
+script sent whole if Redis lost it (a restart). The connection (`resp.py`) is pipelined and
+reconnects by itself once Redis is back; each call is bounded by `timeout`.
 
 Keys are `scopegate:rl:` + rule name + key kind + value. With Redis Cluster, the rules of one
 route would need one hash slot; a single Redis (or a replicated primary) is what this expects.
@@ -12,11 +12,13 @@ route would need one hash slot; a single Redis (or a replicated primary) is what
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import Sequence
-
-import redis.asyncio as redis
+from typing import Any
 
 from scopegate.pipeline.rate_limits import Counted, Outcome
+from scopegate.ratelimit.resp import RedisError, RespClient
 
 PREFIX = "scopegate:rl:"
 
@@ -33,12 +35,12 @@ for i = 1, #KEYS do
   local tat = tonumber(redis.call('GET', KEYS[i]))
   if tat and tat > now then start = tat end
   local new_tat = start + interval
-  if new_tat - now > window + 1e-9 then
+  if new_tat - now > window + 1e-6 then
     all = false
     out[3 * i - 2], out[3 * i - 1] = 0, 0
     out[3 * i] = string.format('%.6f', start + interval - window - now)
   else
-    local remaining = math.floor((window - (new_tat - now)) / interval + 1e-9)
+    local remaining = math.floor((window - (new_tat - now)) / interval + 1e-6)
     local wait = 0
     if remaining <= 0 then wait = new_tat + interval - window - now end
     out[3 * i - 2], out[3 * i - 1], out[3 * i] = 1, remaining, string.format('%.6f', wait)
@@ -57,26 +59,38 @@ return out
 
 class RedisStore:
     def __init__(self, url: str, timeout: float) -> None:
-        # The client's own timeouts back up the limiter's: a connect or read that hangs fails.
-        self._client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
-            health_check_interval=30,
-        )
-        self._script = self._client.register_script(GCRA)
+        self._client = RespClient(url, connect_timeout=timeout)
+        self._timeout = timeout
+        self._script = GCRA.encode()
+        # EVALSHA names the script by its SHA-1 (what Redis computes; nothing secret).
+        self._sha = hashlib.sha1(self._script, usedforsecurity=False).hexdigest().encode()
 
     async def spend(self, counted: Sequence[Counted]) -> list[Outcome]:
-        keys = [PREFIX + entry.key for entry in counted]
-        args: list[float] = []
+        """Raises `RedisError`, or `TimeoutError` after `timeout` (the connection is then
+        dropped, so that a hung Redis cannot pile up commands)."""
+        args = [b"%d" % len(counted)]
+        args += [(PREFIX + entry.key).encode() for entry in counted]
         for entry in counted:
-            args += (entry.rule.limit, entry.rule.window)
-        reply = await self._script(keys=keys, args=args)
+            args += (b"%d" % entry.rule.limit, repr(entry.rule.window).encode())
+        try:
+            async with asyncio.timeout(self._timeout):
+                reply = await self._run(args)
+        except TimeoutError:
+            self._client.reset()
+            raise
         return [
             Outcome(bool(reply[i]), int(reply[i + 1]), float(reply[i + 2]), 0.0)
             for i in range(0, len(reply), 3)
         ]
 
+    async def _run(self, args: list[bytes]) -> Any:
+        try:
+            return await self._client.call(b"EVALSHA", self._sha, *args)
+        except RedisError as error:
+            if not str(error).startswith("NOSCRIPT"):
+                raise
+        # A Redis that restarted, or was flushed, has lost the script: EVAL loads it again.
+        return await self._client.call(b"EVAL", self._script, *args)
+
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()

@@ -8,11 +8,16 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BASE_CONFIG, Env, closed_port, gateway_env
+from scopegate.devtools.keys import generate
+from tests.e2e.conftest import BASE_CONFIG, Env, base_config, closed_port, gateway_env
+from tests.support.jwks_server import JwksServer
+from tests.support.process import serve
 from tests.support.rawhttp import exchange, request_bytes
+from tests.support.upstream import RecordingUpstream
 
 RULES = """
 rate_limits:
@@ -181,3 +186,22 @@ async def test_a_store_that_never_answers_costs_a_request_the_timeout_at_most() 
         for writer in silent:
             writer.close()
         server.close()
+
+
+async def test_a_memory_store_under_workers_is_warned_about(tmp_path: Path) -> None:
+    """Each worker counts alone: the operator is told at start, with the way out."""
+    key = generate("RS256")
+    async with RecordingUpstream() as upstream, JwksServer([key]) as jwks:
+        path = tmp_path / "scopegate.yaml"
+        path.write_text(base_config(jwks, upstream, CONFIG, store="memory", on_store_error="allow"))
+        async with serve(path, "--workers", "2") as served:
+            # Ready before leaving: a worker still fetching keys from this test's JWKS server
+            # would keep its end of the log pipe open while this loop waits for it to close.
+            await served.until_ready()
+            async with asyncio.timeout(10):
+                while not any(
+                    "each worker counts alone" in str(line.get("message")) for line in served.lines
+                ):
+                    await asyncio.sleep(0.05)
+        warning = next(line for line in served.lines if "counts alone" in str(line.get("message")))
+        assert warning["level"] == "WARNING" and warning["workers"] == 2

@@ -75,7 +75,7 @@ async def test_two_processes_of_two_workers_each_share_one_limit(
             serve(path, "--workers", "2") as second,
         ):
             for served in (first, second):
-                await _until_ready(served.admin_url)
+                await served.until_ready()
             # A connection of its own per request: the kernel hands each to any worker.
             connector = aiohttp.TCPConnector(force_close=True)
             async with aiohttp.ClientSession(connector=connector) as http:
@@ -89,15 +89,6 @@ async def test_two_processes_of_two_workers_each_share_one_limit(
     assert statuses.count(200) == limit
     assert statuses.count(429) == len(urls) - limit
     assert len(upstream.received) == limit
-
-
-async def _until_ready(admin: str) -> None:
-    async with aiohttp.ClientSession() as http, asyncio.timeout(15):
-        while True:
-            async with http.get(admin + "/readyz") as answer:
-                if answer.status == 200:
-                    return
-            await asyncio.sleep(0.1)
 
 
 @pytest.mark.parametrize("on_store_error", ["allow", "deny"])

@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+
 
 @dataclass
 class Served:
@@ -45,6 +47,15 @@ class Served:
                     if line.get("message") == message:
                         return line
                 await asyncio.sleep(0.05)
+
+    async def until_ready(self, timeout: float = 15) -> None:
+        """Until `/readyz` answers 200: every worker started and has its keys."""
+        async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
+            while True:
+                async with http.get(self.admin_url + "/readyz") as answer:
+                    if answer.status == 200:
+                        return
+                await asyncio.sleep(0.1)
 
     def peak_rss_bytes(self) -> int:
         status = Path(f"/proc/{self.process.pid}/status").read_text()

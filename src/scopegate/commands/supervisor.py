@@ -99,6 +99,14 @@ class Supervisor:
             admin=f"{config.admin_listen.host}:{admin.addresses[0][1]}",
             workers=self.count,
         )
+        limits = config.rate_limits
+        if limits is not None and limits.store is None and self.count > 1:
+            logs.event(
+                "rate limits counted in memory: each worker counts alone, so a client gets up to "
+                f"{self.count} times its limit; use a redis:// store to share one count",
+                logging.WARNING,
+                workers=self.count,
+            )
         await self._until_stopped()
         await admin.cleanup()
         self._socket.close()

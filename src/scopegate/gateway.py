@@ -133,7 +133,9 @@ class Gateway:
         if route.auth == "none":
             if limiter is not None:
                 counted = limiter.rules(route.name).counting(None, exchange.request.remote)
-                exchange.answer_headers += await limiter.admit(counted)
+                exchange.answer_headers += (
+                    limiter.admit_now(counted) if limiter.in_line else await limiter.admit(counted)
+                )
             return
         if limiter is None:
             token = _token(exchange, runtime)
@@ -280,7 +282,10 @@ async def _verify_and_count(
     rules = limiter.rules(route.name)
     remote = exchange.request.remote
     if not rules.by_principal:
-        exchange.answer_headers += await limiter.admit(rules.counting(None, remote))
+        counted = rules.counting(None, remote)
+        exchange.answer_headers += (
+            limiter.admit_now(counted) if limiter.in_line else await limiter.admit(counted)
+        )
         token = _token(exchange, runtime)
         exchange.principal = await runtime.verifier.verify(token, audience=route.audience)
         return
@@ -293,7 +298,11 @@ async def _verify_and_count(
             await limiter.admit(rules.counting(None, remote))
         raise
     exchange.principal = principal
-    exchange.answer_headers += await limiter.admit(rules.counting(principal, remote))
+    counted = rules.counting(principal, remote)
+    # A store counted in this process answers in line: no coroutine on the common path.
+    exchange.answer_headers += (
+        limiter.admit_now(counted) if limiter.in_line else await limiter.admit(counted)
+    )
 
 
 def _websocket_route(

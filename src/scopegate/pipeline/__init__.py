@@ -47,6 +47,9 @@ class Principal:
     # one pair: a tuple would be one more object kept alive by every cached principal.
     derived_by: object = field(default=None, compare=False, repr=False)
     derived: Any = field(default=None, compare=False, repr=False)
+    # The same for rate limits: the (rules, counted keys) this principal was last counted
+    # under, so that a returning token's keys are not formatted again (`rate_limits.py`).
+    counted: Any = field(default=None, compare=False, repr=False)
     # Read once here rather than from `claims` on each request's access-log line: a cached
     # principal is logged many times, and two fields cost less than three lookups a request.
     subject: str | None = field(init=False, compare=False, repr=False)

@@ -23,42 +23,46 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 from scopegate.config.model import RateLimitRule
 from scopegate.pipeline import Principal
 from scopegate.reasons import Denied, Reason
 
 
-class Outcome:
+class Outcome(tuple[bool, int, float, float]):
     """One rule's verdict: `remaining` requests may follow at once; `wait` seconds until the
     next one would pass (0 while some remain); `tat` is the key's new TAT (unchanged when
-    refused). A plain slotted class: one is made per rule and request, and a frozen
-    dataclass's `__init__` costs several times this one's."""
+    refused). A tuple made with `tuple.__new__` and read through C-level getters: one is made
+    per rule and request, and any Python-level `__init__` costs several times as much."""
 
-    __slots__ = ("allowed", "remaining", "tat", "wait")
+    __slots__ = ()
 
-    def __init__(self, allowed: bool, remaining: int, wait: float, tat: float) -> None:
-        self.allowed = allowed
-        self.remaining = remaining
-        self.wait = wait
-        self.tat = tat
+    allowed = property(itemgetter(0))
+    remaining = property(itemgetter(1))
+    wait = property(itemgetter(2))
+    tat = property(itemgetter(3))
 
     def __repr__(self) -> str:
-        return f"Outcome({self.allowed}, {self.remaining}, {self.wait:g}, {self.tat:g})"
+        return f"Outcome(allowed={self[0]}, remaining={self[1]}, wait={self[2]:g}, tat={self[3]:g})"
+
+
+def outcome(allowed: bool, remaining: int, wait: float, tat: float) -> Outcome:
+    return tuple.__new__(Outcome, (allowed, remaining, wait, tat))
 
 
 def gcra(tat: float | None, now: float, limit: int, window: float) -> Outcome:
     """One request at `now` against a key whose TAT is `tat` (None: never seen)."""
     interval = window / limit
-    start = now if tat is None or tat < now else tat
-    new_tat = start + interval
+    start = tat if tat is not None and tat > now else now
+    ahead = start + interval - now  # how far the new TAT would run ahead of now
     # The stores keep TATs to the microsecond: float noise within it must not refuse the
     # limit-th request, nor leave a remaining one uncounted.
-    if new_tat - now > window + 1e-6:
-        return Outcome(False, 0, start + interval - window - now, start)
-    remaining = int((window - (new_tat - now)) / interval + 1e-6)
-    wait = 0.0 if remaining > 0 else new_tat + interval - window - now
-    return Outcome(True, remaining, wait, new_tat)
+    if ahead > window + 1e-6:
+        return tuple.__new__(Outcome, (False, 0, ahead - window, start))
+    remaining = int((window - ahead) / interval + 1e-6)
+    wait = 0.0 if remaining else ahead + interval - window
+    return tuple.__new__(Outcome, (True, remaining, wait, start + interval))
 
 
 class Counted:
@@ -82,15 +86,26 @@ class RouteRules:
     def counting(self, principal: Principal | None, remote: str | None) -> list[Counted]:
         """The (rule, key) pairs this request spends: `ip` rules by the peer's address, and,
         with a verified `principal`, `client` rules by its `azp`/`client_id` and `subject`
-        rules by its `sub`. A rule whose key the request lacks does not count it."""
-        counted = [Counted(rule, f"{rule.name}:ip:{remote}") for rule in self.by_ip if remote]
-        if principal is None:
-            return counted
-        for rule in self.by_principal:
-            value = principal.client_id if rule.key == "client" else principal.subject
-            if isinstance(value, str) and value:
-                counted.append(Counted(rule, f"{rule.name}:{rule.key}:{value}"))
-        return counted
+        rules by its `sub`. A rule whose key the request lacks does not count it. The list
+        returned is shared: callers read it only."""
+        by_ip = (
+            [Counted(rule, f"{rule.name}:ip:{remote}") for rule in self.by_ip]
+            if self.by_ip and remote
+            else []
+        )
+        if principal is None or not self.by_principal:
+            return by_ip
+        memo = principal.counted
+        if memo is not None and memo[0] is self:
+            mine: list[Counted] = memo[1]
+        else:
+            mine = []
+            for rule in self.by_principal:
+                value = principal.client_id if rule.key == "client" else principal.subject
+                if isinstance(value, str) and value:
+                    mine.append(Counted(rule, f"{rule.name}:{rule.key}:{value}"))
+            object.__setattr__(principal, "counted", (self, mine))  # a memo, as `derived` is
+        return by_ip + mine if by_ip else mine
 
 
 NO_RULES = RouteRules((), ())
@@ -116,9 +131,9 @@ def rate_limit_headers(
     rule's `policy_member` by name, made once (this runs on every limited request)."""
     known = policies or {}
     if len(counted) == 1:  # the usual case, without the joins
-        rule, outcome = counted[0].rule, outcomes[0]
+        rule, (_, remaining, wait, _) = counted[0].rule, outcomes[0]
         policy = known.get(rule.name) or policy_member(rule)
-        state = b'"%s";r=%d;t=%d' % (rule.name.encode(), outcome.remaining, math.ceil(outcome.wait))
+        state = b'"%s";r=%d;t=%d' % (rule.name.encode(), remaining, math.ceil(wait))
         return [(b"RateLimit-Policy", policy), (b"RateLimit", state)]
     policy = b", ".join(known.get(c.rule.name) or policy_member(c.rule) for c in counted)
     states = b", ".join(
@@ -126,6 +141,15 @@ def rate_limit_headers(
         for c, o in zip(counted, outcomes, strict=True)
     )
     return [(b"RateLimit-Policy", policy), (b"RateLimit", states)]
+
+
+POLICY_HEADER = b"RateLimit-Policy"
+STATE_HEADER = b"RateLimit"
+
+
+def state_template(rule: RateLimitRule) -> bytes:
+    """`"NAME";r=%d;t=%d`: the rule's `RateLimit` member, to fill with remaining and wait."""
+    return b'"' + rule.name.encode() + b'";r=%d;t=%d'
 
 
 def policy_member(rule: RateLimitRule) -> bytes:
@@ -136,6 +160,8 @@ def policy_member(rule: RateLimitRule) -> bytes:
 def refusal(counted: Sequence[Counted], outcomes: Sequence[Outcome]) -> Denied | None:
     """`rate_limited`, naming the rules that refused, with the longest wait as `Retry-After`;
     None when every rule allows the request."""
+    if len(outcomes) == 1 and outcomes[0][0]:
+        return None  # the usual case, without a generator
     if all(outcome.allowed for outcome in outcomes):
         return None
     refused = [(c, o) for c, o in zip(counted, outcomes, strict=True) if not o.allowed]

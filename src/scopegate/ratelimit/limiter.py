@@ -15,18 +15,23 @@ Usage::
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 
 from scopegate.config.model import RateLimits
 from scopegate.pipeline.rate_limits import (
     NO_RULES,
+    POLICY_HEADER,
+    STATE_HEADER,
     Counted,
+    Outcome,
     RouteRules,
     policy_member,
     rate_limit_headers,
     refusal,
     rules_for,
+    state_template,
 )
 from scopegate.ratelimit.memory import MemoryStore
 from scopegate.ratelimit.store import Store
@@ -54,8 +59,10 @@ class Limiter:
         self._logged_at: float | None = None
         self._by_route: dict[str, RouteRules] = {}
         self._policies = {rule.name: policy_member(rule) for rule in limits.rules}
-        # Counted in this process: answered in line, with no timeout to arm (it cannot hang).
+        self._states = {rule.name: state_template(rule) for rule in limits.rules}
+        # Counted in this process: answered in line (`admit_now`), with no timeout to arm.
         self._memory = store if isinstance(store, MemoryStore) else None
+        self.in_line = self._memory is not None
 
     def rules(self, route: str) -> RouteRules:
         """The rules that count requests on `route` (looked up once per route name)."""
@@ -71,20 +78,41 @@ class Limiter:
         if not counted:
             return []
         if self._memory is not None:
-            outcomes = self._memory.spend_now(counted)
-        else:
-            try:
-                outcomes = await self.store.spend(counted)  # bounded by the store's timeout
-            except Exception as error:  # any failure of the store, its client or its network
-                self._store_failed(error)
-                if self._deny:
-                    raise Denied(
-                        Reason.RATE_LIMIT_UNAVAILABLE,
-                        "the rate limit store does not answer",
-                        retry_after=UNAVAILABLE_RETRY_AFTER,
-                        challenge=False,
-                    ) from None
-                return []
+            return self.admit_now(counted)
+        try:
+            outcomes = await self.store.spend(counted)  # bounded by the store's timeout
+        except Exception as error:  # any failure of the store, its client or its network
+            self._store_failed(error)
+            if self._deny:
+                raise Denied(
+                    Reason.RATE_LIMIT_UNAVAILABLE,
+                    "the rate limit store does not answer",
+                    retry_after=UNAVAILABLE_RETRY_AFTER,
+                    challenge=False,
+                ) from None
+            return []
+        return self._answer(counted, outcomes)
+
+    def admit_now(self, counted: Sequence[Counted]) -> list[tuple[bytes, bytes]]:
+        """`admit` for a store counted in this process (`in_line`), without a coroutine."""
+        memory = self._memory
+        if not counted or memory is None:
+            return []
+        if len(counted) != 1:
+            return self._answer(counted, memory.spend_now(counted))
+        # One rule, the usual case: its headers from templates made once, in line.
+        entry = counted[0]
+        outcome = memory.spend_one(entry)
+        name = entry.rule.name
+        state = self._states[name] % (outcome[1], math.ceil(outcome[2]))
+        headers = [(POLICY_HEADER, self._policies[name]), (STATE_HEADER, state)]
+        if outcome[0]:
+            return headers
+        return self._answer(counted, [outcome])  # raises the refusal
+
+    def _answer(
+        self, counted: Sequence[Counted], outcomes: Sequence[Outcome]
+    ) -> list[tuple[bytes, bytes]]:
         headers = rate_limit_headers(counted, outcomes, self._policies)
         denied = refusal(counted, outcomes)
         if denied is not None:

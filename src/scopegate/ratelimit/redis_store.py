@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from scopegate.pipeline.rate_limits import Counted, Outcome
+from scopegate.pipeline.rate_limits import Counted, Outcome, outcome
 from scopegate.ratelimit.resp import RedisError, RespClient
 
 PREFIX = "scopegate:rl:"
@@ -79,7 +79,7 @@ class RedisStore:
             self._client.reset()
             raise
         return [
-            Outcome(bool(reply[i]), int(reply[i + 1]), float(reply[i + 2]), 0.0)
+            outcome(bool(reply[i]), int(reply[i + 1]), float(reply[i + 2]), 0.0)
             for i in range(0, len(reply), 3)
         ]
 

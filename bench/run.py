@@ -53,6 +53,7 @@ class Scenario:
     token: str | None = None  # warm | cold | denied
     routes: int = 10
     workers: int = 1
+    rate_limit: str | None = None  # memory | redis: one per-subject rule on every route
 
 
 DIRECT = Scenario("upstream called directly", "direct")
@@ -64,7 +65,12 @@ COLD = Scenario("scopegate, every token verified (cache off: cold)", "scopegate"
 DENIED = Scenario("scopegate, 403 insufficient scope", "scopegate", token="denied")
 LARGE = Scenario("scopegate, 10,000 routes, valid token", "scopegate", token="warm", routes=10_000)
 TWO = Scenario("scopegate --workers 2, valid token", "scopegate", token="warm", workers=2)
-SCENARIOS = [DIRECT, BARE, NODE, PUBLIC, WARM, COLD, DENIED, LARGE, TWO]
+MEMORY_LIMIT = Scenario("scopegate, memory rate limit, valid token", "scopegate", token="warm",
+                        rate_limit="memory")  # fmt: skip
+REDIS_LIMIT = Scenario("scopegate, redis rate limit, valid token", "scopegate", token="warm",
+                       rate_limit="redis")  # fmt: skip
+SCENARIOS = [DIRECT, BARE, NODE, PUBLIC, WARM, COLD, DENIED, LARGE, TWO, MEMORY_LIMIT,
+             REDIS_LIMIT]  # fmt: skip
 
 
 @dataclass
@@ -79,6 +85,8 @@ class World:
     token: str
     denied: str
     args: argparse.Namespace
+    redis_port: int = 0  # a redis-server for the redis rate limit scenario
+    scenarios: tuple[Scenario, ...] = ()  # those of this run
 
 
 def main() -> int:
@@ -113,20 +121,22 @@ def main() -> int:
         big = tmp / "big.bin"
         with big.open("wb") as handle:
             handle.truncate(args.big_mib * 2**20)
-        up_port, sink_port, issuer_port = free_port(), free_port(), free_port()
+        up_port, sink_port, issuer_port, redis_port = (free_port() for _ in range(4))
         upstream_cmd, upstream_name = peers.upstream_command(tmp, up_port, big)
         tokens = tmp / "tokens.txt"
         with (
             started(upstream_cmd, SHARED_CORE) as upstream,
             started(peers.sink_command(sink_port), SHARED_CORE),
             started(peers.issuer_command(issuer_port, tokens, 4000), SHARED_CORE),
+            peers.redis_if(REDIS_LIMIT in scenarios, redis_port),
         ):
             wait_port(up_port)
             wait_port(sink_port)
             peers.issued_tokens(tokens, 4000)
             world = World(tmp, up_port, upstream.pid, sink_port, f"http://127.0.0.1:{issuer_port}/",
                           issuer_port, tokens, tokens.read_text().splitlines()[0],
-                          peers.mint_one(issuer_port, "other:scope"), args)  # fmt: skip
+                          peers.mint_one(issuer_port, "other:scope"), args,
+                          redis_port, tuple(scenarios))  # fmt: skip
             results = _throughput(world, scenarios)
             report = [_header(args, upstream_name), _table(results, args)]
             if "latency" not in args.skip and WARM in scenarios:
@@ -165,8 +175,10 @@ def _server(world: World, scenario: Scenario, name: str, *, cache: int = 10_000,
         return peers.bare_proxy_command(port, world.upstream_port), port, SERVER_CORE
     if scenario.server == "node":
         return peers.node_command(port, world.upstream_port, world.issuer), port, SERVER_CORE
+    stores = {"memory": "memory", "redis": f"redis://127.0.0.1:{world.redis_port}/0"}
     config = peers.scopegate_config(world.tmp, name, issuer or world.issuer, world.upstream_port,
-                                    port, routes=scenario.routes, cache=cache)  # fmt: skip
+                                    port, routes=scenario.routes, cache=cache,
+                                    rate_limit=stores.get(scenario.rate_limit or ""))  # fmt: skip
     cores = SERVER_CORE if scenario.workers == 1 else f"{SERVER_CORE},{SHARED_CORE}"
     return peers.scopegate_command(config, scenario.workers), port, cores
 
@@ -230,7 +242,9 @@ def _latency(world: World, peak: float) -> str:
     direct = run_wrk(f"http://127.0.0.1:{world.upstream_port}/contacts", world.upstream_pid,
                      seconds=seconds, connections=connections, script=script)  # fmt: skip
     rows.append(("upstream called directly", direct))
-    for scenario in (WARM, LARGE):
+    for scenario in (WARM, LARGE, MEMORY_LIMIT, REDIS_LIMIT):
+        if scenario in (MEMORY_LIMIT, REDIS_LIMIT) and scenario not in world.scenarios:
+            continue
         command, port, cores = _server(world, scenario, "latency")
         url = f"http://127.0.0.1:{port}/contacts"
         with started(command, cores, cwd=ROOT) as server:

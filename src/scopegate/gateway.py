@@ -140,6 +140,13 @@ class Gateway:
         if limiter is None:
             token = _token(exchange, runtime)
             exchange.principal = await runtime.verifier.verify(token, audience=route.audience)
+        elif limiter.in_line and not (rules := limiter.rules(route.name)).by_ip:
+            # Counted in this process, by token only (the usual case): in line, after it.
+            token = _token(exchange, runtime)
+            principal = await runtime.verifier.verify(token, audience=route.audience)
+            exchange.principal = principal
+            counted = rules.counting(principal, exchange.request.remote)
+            exchange.answer_headers += limiter.admit_now(counted)
         else:
             await _verify_and_count(exchange, runtime, route, limiter)
         require(route.scopes, exchange.principal.scopes)

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from tests.e2e.conftest import BASE_CONFIG, Env, gateway_env
 from tests.support.browser import Browser, Evaluated, launch_browser
+from tests.support.web_app import serve_app
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
@@ -51,13 +52,8 @@ async def page_server() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/", page)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as origin:
+        yield origin
 
 
 @dataclass

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,12 +23,12 @@ import aiohttp
 import jwt
 import pytest
 import pytest_asyncio
-from aiohttp import web
 
 from scopegate.devtools.contacts import ContactsApi
 from scopegate.devtools.demo import AUDIENCE, RunningDemo, running_demo
 from scopegate.devtools.webapp import MAX_LIFETIME, page_app
 from tests.support.browser import Browser, launch_browser
+from tests.support.web_app import serve_app
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
@@ -50,18 +49,6 @@ async def until(check: Callable[[], Awaitable[T | None]], what: str, timeout: fl
         raise AssertionError(f"not within {timeout} s: {what}") from None
 
 
-@asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    """`app` on a free loopback port; yields its `http://127.0.0.1:PORT`."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
 @dataclass
 class Demo:
     running: RunningDemo
@@ -74,7 +61,7 @@ class Demo:
 async def _demo() -> AsyncIterator[Demo]:
     async with running_demo(0, 0) as running:
         other = page_app(running.issuer, running.gateway, AUDIENCE)
-        async with serve(other) as other_origin:
+        async with serve_app(other) as other_origin:
             yield Demo(running, other_origin)
 
 
@@ -204,7 +191,10 @@ async def test_the_page_server_mints_demo_tokens_for_the_scopes_and_lifetime_ask
 
 async def test_the_contacts_feed_says_hello_then_every_change_and_forgets_closed_sockets() -> None:
     contacts = ContactsApi()
-    async with serve(contacts.app()) as api, aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
+    async with (
+        serve_app(contacts.app()) as api,
+        aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http,
+    ):
         async with http.get(api + "/contacts/feed") as response:
             assert response.status == 426  # a plain GET is told to upgrade
         headers = {"X-Auth-Subject": "someone", "X-Auth-Scopes": "read:contacts"}

@@ -186,9 +186,12 @@ def test_the_shipped_example_loads_cleanly() -> None:
         ("create-contact", "/contacts", "required"),
         ("read-contact", "/contacts/{id}", "required"),
         ("delete-contact", "/contacts/{id}", "required"),
+        ("contacts-feed", "/contacts/feed", "required"),
         ("public", "/public/{rest*}", "none"),
         ("health", "/healthz", "none"),
     ]
+    feed = next(route for route in config.routes if route.name == "contacts-feed")
+    assert feed.websocket and feed.websocket_token_query == "access_token"
     assert list(config.scopes) == ["read:contacts", "create:contacts", "delete:contacts"]
     assert catalogue_warnings(config) == []
 

@@ -143,6 +143,7 @@ class UpstreamConnection(asyncio.Protocol):
             raise UpstreamClosed("the upstream closed the connection after switching protocols")
         self.closed = True
         self._transport = None
+        self._parser = None  # nothing more is parsed here; the tunnel may live for hours
         tunnel.take(tunnel.upstream, transport, self._upgraded)
         self._upgraded = b""
 

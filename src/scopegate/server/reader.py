@@ -333,6 +333,7 @@ class RequestReader:
         self.cancel_deadline()
         self.phase = Phase.SWITCHED
         self._pauses.forget()  # the tunnel reads from now on
+        self._parser = None  # a relayed connection may live for hours: hold no parser meanwhile
         rest, self.upgraded = self.upgraded, b""
         return rest
 

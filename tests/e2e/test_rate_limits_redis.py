@@ -22,9 +22,11 @@ from scopegate.pipeline.rate_limits import Counted
 from scopegate.ratelimit.memory import MemoryStore
 from scopegate.ratelimit.redis_store import RedisStore
 from tests.e2e.conftest import AUDIENCE, BASE_CONFIG, Env, base_config, gateway_env
+from tests.support.certs import TestAuthority
 from tests.support.jwks_server import JwksServer
 from tests.support.process import serve
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, free_port
+from tests.support.tools import require_tool
 from tests.support.upstream import RecordingUpstream
 
 RULE = """
@@ -236,3 +238,49 @@ async def test_commands_of_concurrent_requests_are_pipelined_and_paired_in_order
     finally:
         await store.close()
     assert [o[0].remaining for o in outcomes] == list(range(50))
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted CA", "unknown CA"])
+async def test_rediss_speaks_tls_and_checks_the_server_s_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trusted: bool
+) -> None:
+    """`rediss://`: TLS to Redis, verified against the trust store (here a test CA, through
+    `SSL_CERT_FILE`); a certificate from an unknown CA is a store error, never trusted."""
+    files = TestAuthority().issue_server(tmp_path, "localhost")
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", str(files.ca))
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        require_tool("redis-server", "Debian package redis-server"),
+        "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+        "--tls-cert-file", str(files.cert), "--tls-key-file", str(files.key),
+        "--tls-ca-cert-file", str(files.ca), "--tls-auth-clients", "no",
+        "--save", "", "--appendonly", "no",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await _until_listening(port)
+        url = f"rediss://localhost:{port}/0"
+        async with gateway_env(CONFIG, store=url, on_store_error="deny", limit="5") as env:
+            answer = await env.http.get(f"{env.url}/contacts", headers=client_token(env, "a"))
+            if trusted:
+                assert answer.status == 200
+                assert answer.headers["RateLimit"] == '"per-client";r=4;t=0'
+            else:
+                assert answer.status == 503
+                assert env.sample("scopegate_rate_limit_store_errors_total") == 1
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 5)
+
+
+async def _until_listening(port: int) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return

@@ -4,22 +4,26 @@ SPEC §6.5 makes, held for any sequence of request times."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scopegate.config.model import RateLimitRule
+from scopegate.config.model import RateLimitRule, RateLimits
 from scopegate.pipeline import Principal
 from scopegate.pipeline.rate_limits import (
     Counted,
+    Outcome,
     gcra,
     rate_limit_headers,
     refusal,
     rules_for,
 )
+from scopegate.ratelimit.limiter import Limiter
 from scopegate.ratelimit.memory import MemoryStore
-from scopegate.reasons import Reason
+from scopegate.reasons import Denied, Reason
 
 limits = st.integers(min_value=1, max_value=50)
 windows = st.sampled_from([1.0, 2.5, 60.0, 3600.0])
@@ -164,3 +168,45 @@ def test_the_policy_window_is_written_as_seconds(window: float) -> None:
         rate_limit_headers([Counted(rule("p", window=window), "k")], [gcra(None, 0, 2, window)])
     )
     assert headers[b"RateLimit-Policy"] == f'"p";q=2;w={window:g}'.encode()
+
+
+class FailingStore:
+    """A store whose every call fails, as a Redis that went away."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def spend(self, counted: Sequence[Counted]) -> list[Outcome]:
+        self.calls += 1
+        raise ConnectionRefusedError("no Redis here")
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_failing_store_is_counted_every_time_and_logged_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    failures = []
+    limits = RateLimits(rules=(rule("r"),), on_store_error="allow")
+    limiter = Limiter(limits, FailingStore(), on_store_error=lambda: failures.append(1),
+                      clock=lambda: now[0])  # fmt: skip
+    counted = [Counted(rule("r"), "k")]
+    with caplog.at_level(logging.WARNING, logger="scopegate.ratelimit"):
+        for step in range(6):
+            now[0] = step * 10.0  # every 10 s: logged at 0 and 30 only
+            assert asyncio.run(limiter.admit(counted)) == []  # allowed, uncounted
+    assert len(failures) == 6
+    logged = [r for r in caplog.records if r.name == "scopegate.ratelimit"]
+    assert len(logged) == 2
+    assert "allowing uncounted" in logged[0].getMessage()
+
+
+def test_a_failing_store_with_deny_answers_503_with_retry_after() -> None:
+    limits = RateLimits(rules=(rule("r"),), on_store_error="deny")
+    limiter = Limiter(limits, FailingStore(), on_store_error=lambda: None)
+    with pytest.raises(Denied) as denied:
+        asyncio.run(limiter.admit([Counted(rule("r"), "k")]))
+    assert denied.value.reason is Reason.RATE_LIMIT_UNAVAILABLE
+    assert denied.value.status == 503 and denied.value.retry_after == 1

@@ -97,7 +97,7 @@ def test_edits_of_a_valid_file_give_a_config_or_positioned_errors(text: str) -> 
 
 
 def test_the_unedited_example_is_valid_for_the_edits_to_start_from() -> None:
-    assert len(load_config_text(EXAMPLE, "f.yaml", ENV).routes) == 6
+    assert len(load_config_text(EXAMPLE, "f.yaml", ENV).routes) == 7
 
 
 @settings(max_examples=200, deadline=None)

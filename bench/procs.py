@@ -103,3 +103,10 @@ def pss_mib(pid: int) -> float:
                 if line.startswith("Pss:"):
                     best = max(best, int(line.split()[1]))
     return best / 1024
+
+
+def cpu_model() -> str:
+    """The processor's model name, as /proc/cpuinfo gives it, for the reports' headers."""
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                "unknown CPU")  # fmt: skip

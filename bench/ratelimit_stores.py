@@ -72,7 +72,7 @@ from typing import Any, Protocol
 import redis
 import redis.asyncio
 import uvloop
-from procs import free_port, started, wait_port
+from procs import cpu_model, free_port, started, wait_port
 
 from scopegate.config.model import RateLimitRule
 from scopegate.pipeline.rate_limits import Counted, Outcome, gcra, outcome
@@ -550,8 +550,7 @@ def _sources() -> str:
 
 def _header(args: argparse.Namespace, port: int, resolved: list[str]) -> str:
     info = redis.Redis(host="127.0.0.1", port=port).info("server")
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    cpu = cpu_model()
     shown = list(sys.argv[1:])
     if "--append" in shown:  # the command that gives these figures; where they went is aside
         del shown[shown.index("--append") : shown.index("--append") + 2]

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import peers
 from loadgen import Sample, paced, rotating_tokens, run_wrk
-from procs import free_port, peak_rss_mib, pss_mib, rss_mib, started, wait_port
+from procs import cpu_model, free_port, peak_rss_mib, pss_mib, rss_mib, started, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CORE = "0"
@@ -398,8 +398,7 @@ def _med(samples: list[Sample], field: str) -> float:
 
 
 def _header(args: argparse.Namespace, upstream: str) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    cpu = cpu_model()
     return (
         f"Date: {datetime.now(UTC):%Y-%m-%d}. Machine: {platform.machine()}, {os.cpu_count()} "
         f"cores ({cpu}), Python {platform.python_version()}. Upstream: {upstream}. wrk -t1 "

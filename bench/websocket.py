@@ -55,7 +55,7 @@ from pathlib import Path
 
 import aiohttp
 import peers
-from procs import cpu_seconds, free_port, pinned, started, tree, wait_port
+from procs import cpu_model, cpu_seconds, free_port, pinned, started, tree, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/ws"
@@ -607,8 +607,7 @@ def _idle(world: World, run: int) -> Idle:
 
 
 def _header(args: argparse.Namespace) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    cpu = cpu_model()
     return (
         f"Date: {datetime.now(UTC):%Y-%m-%d}. Machine: {platform.machine()}, {os.cpu_count()} "
         f"cores ({cpu}), Python {platform.python_version()}, aiohttp {aiohttp.__version__} "

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 
@@ -87,3 +88,15 @@ async def test_any_other_line_comes_after_the_access_lines_before_it(
         logs.flush()  # a stopping server, once it has drained
     messages = [line["message"] for line in stdout.lines()]
     assert messages == ["request", "reload failed", "request", "a library's own record"]
+
+
+def test_event_and_access_lines_give_their_time_in_one_shape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ISO 8601 in UTC with milliseconds, `+00:00`, whichever kind of line: one parser reads both."""
+    with counted_stdout(monkeypatch) as stdout:
+        logs.event("an event")
+        logs.access(request_id="r", status=200)
+    shape = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
+    times = [str(line["time"]) for line in stdout.lines()]
+    assert len(times) == 2 and all(shape.fullmatch(time) for time in times), times

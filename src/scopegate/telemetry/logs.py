@@ -34,11 +34,10 @@ def configure(level: int = logging.INFO) -> None:
     """Send every scopegate (and aiohttp) record to stdout as JSON lines."""
     handler = _AfterHeldAccessLines(sys.stdout)
     handler.setFormatter(
-        JsonFormatter(
+        _EventFormatter(
             "{asctime}{levelname}{name}{message}",
             style="{",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            datefmt="%Y-%m-%dT%H:%M:%S%z",
         )
     )
     root = logging.getLogger()
@@ -46,6 +45,14 @@ def configure(level: int = logging.INFO) -> None:
     root.setLevel(level)
     # aiohttp's own access log would duplicate ours in another shape.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class _EventFormatter(JsonFormatter):
+    """Event lines' `time` in the access lines' shape: ISO 8601 in UTC, with milliseconds
+    (`2026-12-07T00:05:07.720+00:00`), so that one parser reads both."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
 
 class _AfterHeldAccessLines(logging.StreamHandler[TextIO]):

@@ -22,7 +22,9 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from scopegate.config.model import Config
+from scopegate.config.errors import ConfigError, ConfigErrors
+from scopegate.config.model import Config, Source
+from scopegate.config.tls_context import TlsFileError, expires_at
 from scopegate.gateway import Gateway
 from scopegate.keys.fetch import new_session
 from scopegate.pipeline.routing import compile_routes
@@ -30,6 +32,7 @@ from scopegate.proxy.pool import UpstreamPool
 from scopegate.runtime import Runtime
 from scopegate.server.connection import Settings
 from scopegate.server.listener import Listener
+from scopegate.server.tls import PublicTls
 from scopegate.telemetry import logs
 from scopegate.telemetry.admin import admin_app
 from scopegate.telemetry.metrics import FLUSH_SECONDS, Metrics
@@ -92,6 +95,7 @@ class RunningGateway:
             new = Runtime.build(
                 config, self._session, self.metrics, previous=old, compiled=compiled
             )
+            _reload_tls(self._public, config, self.metrics)  # or ConfigErrors: nothing changes
             await new.start()
             self.gateway.runtime = new
             await old.retire(keep=new)
@@ -120,6 +124,7 @@ class RunningGateway:
         try:
             await gateway.runtime.start()
             public = await _listen(_settings(gateway, metrics, config), config, public_socket)
+            _report_certificates(config, metrics)
             if admin is not None:
                 await _open_admin_port(admin, config)
             yield cls(gateway, metrics, public, admin, session)
@@ -184,6 +189,32 @@ def _settings(gateway: Gateway, metrics: Metrics, config: Config) -> Settings:
 
 
 async def _listen(settings: Settings, config: Config, sock: socket.socket | None) -> Listener:
+    tls = None if config.tls is None else PublicTls(config.tls)
     if sock is not None:
-        return await Listener.start(settings, sock=sock)
-    return await Listener.start(settings, host=config.listen.host, port=config.listen.port)
+        return await Listener.start(settings, sock=sock, tls=tls)
+    return await Listener.start(settings, host=config.listen.host, port=config.listen.port, tls=tls)
+
+
+def _reload_tls(public: Listener, config: Config, metrics: Metrics) -> None:
+    """Load the certificate files anew (SPEC §6.1); `ConfigErrors` when they cannot be used or
+    TLS would be turned on or off, which needs a restart: then the port keeps what it had."""
+    where = Source(config.file, 1, 1)
+    if (public.tls is None) != (config.tls is None):
+        turned = "on" if config.tls is not None else "off"
+        raise ConfigErrors([ConfigError(where, f"tls: turning TLS {turned} needs a restart")])
+    if public.tls is None or config.tls is None:
+        return
+    try:
+        public.tls.reload(config.tls)
+    except TlsFileError as error:
+        raise ConfigErrors([ConfigError(where, f"tls.{error.key}: {error}")]) from None
+    _report_certificates(config, metrics)
+
+
+def _report_certificates(config: Config, metrics: Metrics) -> None:
+    """When each certificate file's first certificate expires, for the expiry alert."""
+    if config.tls is None:
+        return
+    metrics.certificate_expires("listen", expires_at(config.tls.cert))
+    if config.tls.client_ca is not None:
+        metrics.certificate_expires("client_ca", expires_at(config.tls.client_ca))

@@ -28,7 +28,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from scopegate.config import build, cors, lint, metadata, openapi_section, rate_limits
+from scopegate.config import build, cors, lint, metadata, openapi_section, rate_limits, tls
 from scopegate.config.build import Builder, valid_host
 from scopegate.config.errors import (
     ConfigError,
@@ -150,6 +150,7 @@ def _assemble(b: Builder) -> Config:
         file=doc.file,
         cors=cors.cors(b, warnings),
         rate_limits=rate_limits.rate_limits(b, {route.name for route in built_routes}),
+        tls=tls.tls(b),
         load_warnings=tuple(warnings),
     )
 

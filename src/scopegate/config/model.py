@@ -189,6 +189,18 @@ class Cors:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenerTls:
+    """`tls:` (SPEC §6.1): the public port speaks HTTPS only. Paths to PEM files, read at start
+    and again at every reload; `client_ca` asks clients for certificates."""
+
+    cert: str
+    key: str
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    client_ca: str | None = None
+    client_auth: Literal["optional", "required"] = "optional"
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimitRule:
     """One entry of `rate_limits.rules` (SPEC §6.5): `limit` requests per `window` seconds for
     each value of `key`, smoothed (GCRA); on the routes named, or on every route (None)."""
@@ -250,6 +262,7 @@ class Config:
     resource_metadata: ResourceMetadata | None = None
     cors: Cors | None = None
     rate_limits: RateLimits | None = None
+    tls: ListenerTls | None = None
     file: str = "<built-in>"
     # What loading skipped without refusing the file, as `FILE:LINE:COL: message` (operations
     # of an OpenAPI description that cannot be mapped): `check` shows them as warnings.

@@ -33,7 +33,7 @@ from scopegate.reasons import Denied
 from scopegate.server.pauses import FOR_BODY, FOR_WRITES, ReadPauses
 from scopegate.server.phase import Phase
 from scopegate.server.reader import MAX_PIPELINED, RequestReader
-from scopegate.server.request import Request
+from scopegate.server.request import Request, SecureRequest
 from scopegate.telemetry import logs
 from scopegate.telemetry.metrics import UNMATCHED, Metrics
 from scopegate.wire.answer import Answer, reason_phrase
@@ -55,6 +55,7 @@ class Settings:
     idle_timeout: float
     max_header_bytes: int
     max_connections: int
+    secure: bool = False  # the port speaks TLS: requests say `X-Forwarded-Proto: https`
 
 
 class HttpConnection(asyncio.Protocol):
@@ -77,6 +78,8 @@ class HttpConnection(asyncio.Protocol):
             header_timeout=settings.header_timeout,
             max_body_pause=settings.idle_timeout,
         )
+        if settings.secure:
+            self._reader.request_type = SecureRequest
         self._flow = WriteFlow(self.loop)
         self._send_wait = settings.idle_timeout or None  # for the client to take an answer
         self._task: asyncio.Task[None] | None = None  # answering the reader's queue

@@ -14,18 +14,22 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 
 from scopegate.server.connection import HttpConnection, Settings
+from scopegate.server.tls import PublicTls
 from scopegate.wire.tunnel import CLOSE_GRACE
 
 BACKLOG = 1024
+HANDSHAKE_SECONDS = 2.0
 
 
 class Listener:
     def __init__(self, server: asyncio.Server, connections: set[HttpConnection]) -> None:
         self._server = server
         self._connections = connections
+        self.tls: PublicTls | None = None  # the port's TLS, which a reload may load anew
 
     @classmethod
     async def start(
@@ -35,20 +39,30 @@ class Listener:
         host: str | None = None,
         port: int = 0,
         sock: socket.socket | None = None,
+        tls: PublicTls | None = None,
     ) -> Listener:
         loop = asyncio.get_running_loop()
         connections: set[HttpConnection] = set()
+        if tls is not None:
+            settings = dataclasses.replace(settings, secure=True)
 
         def connection() -> HttpConnection:
             return HttpConnection(settings, connections)
 
+        # A handshake must end within `HANDSHAKE_SECONDS`: plain HTTP sent to a TLS port, or a
+        # client that stalls mid-handshake, is closed by then (SPEC §6.1).
+        context = None if tls is None else tls.context
+        handshake = None if tls is None else HANDSHAKE_SECONDS
         if sock is not None:
-            server = await loop.create_server(connection, sock=sock, backlog=BACKLOG)
+            server = await loop.create_server(connection, sock=sock, backlog=BACKLOG, ssl=context,
+                                              ssl_handshake_timeout=handshake)  # fmt: skip
         else:
-            server = await loop.create_server(
-                connection, host, port, backlog=BACKLOG, reuse_address=True
-            )
-        return cls(server, connections)
+            server = await loop.create_server(connection, host, port, backlog=BACKLOG,
+                                              reuse_address=True, ssl=context,
+                                              ssl_handshake_timeout=handshake)  # fmt: skip
+        listener = cls(server, connections)
+        listener.tls = tls
+        return listener
 
     @property
     def port(self) -> int:

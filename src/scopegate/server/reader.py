@@ -89,6 +89,7 @@ class RequestReader:
         self._refusal: Denied | None = None  # why a callback stopped the parser
         self._body_left = 0  # of the Content-Length body being parsed; -1 for a chunked one
         self.held = b""  # read but not yet parsed: the queue was full
+        self.request_type: type[Request] = Request  # `SecureRequest` on a TLS port
         self.upgraded = b""  # read past the head of an upgrade request: the tunnel's first bytes
         # The head being parsed.
         self._url = b""
@@ -267,7 +268,7 @@ class RequestReader:
         self._progressed = True
         self._framing_bytes = 0
         self._body_left = -1 if chunked else content_length or 0
-        request = Request(
+        request = self.request_type(
             owner,
             parser.get_method().decode("ascii"),
             self._url.decode("utf-8", "surrogateescape"),

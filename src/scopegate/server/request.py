@@ -212,3 +212,10 @@ class Request:
     @property
     def started(self) -> bool:
         return self.answered_status != 0
+
+
+class SecureRequest(Request):
+    """A request that arrived over TLS: the upstream is told `X-Forwarded-Proto: https`."""
+
+    __slots__ = ()
+    scheme = "https"

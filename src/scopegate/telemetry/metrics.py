@@ -99,6 +99,7 @@ class Metrics:
         self._declare_upstream_metrics(registry)
         self._declare_websocket_metrics(registry)
         self._declare_rate_limit_metrics(registry)
+        self._declare_tls_metrics(registry)
         self._declare_key_metrics(registry)
         self._declare_process_metrics(registry)
 
@@ -198,6 +199,16 @@ class Metrics:
             multiprocess_mode="max",
         )
 
+    def _declare_tls_metrics(self, registry: CollectorRegistry) -> None:
+        self.tls_certificate_expiry = Gauge(
+            "scopegate_tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the first certificate of each configured certificate file "
+            "expires (listen, client_ca).",
+            ["certificate"],
+            registry=registry,
+            multiprocess_mode="min",
+        )
+
     def _declare_process_metrics(self, registry: CollectorRegistry) -> None:
         self.config_reloads = Counter(
             "scopegate_config_reloads_total",
@@ -260,6 +271,9 @@ class Metrics:
     def websocket_closed(self, route: str, reason: str) -> None:
         self.websocket_connections.labels(route=route).dec()
         self.websocket_closes.labels(route=route, reason=reason).inc()
+
+    def certificate_expires(self, certificate: str, at: float) -> None:
+        self.tls_certificate_expiry.labels(certificate=certificate).set(at)
 
     def rate_limit_store_failed(self) -> None:
         self.rate_limit_store_errors.inc()

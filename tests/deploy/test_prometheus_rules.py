@@ -26,6 +26,7 @@ SPEC_METRICS = {
     "scopegate_config_reloads_total",
     "scopegate_build_info",
     "scopegate_rate_limit_store_errors_total",  # SPEC §6.5
+    "scopegate_tls_certificate_expiry_timestamp_seconds",  # SPEC §6.1
 }
 
 

@@ -76,5 +76,9 @@ def expires_at(path: str) -> float:
 
 def _reason(error: BaseException) -> str:
     if isinstance(error, ssl.SSLError) and error.reason:
+        if error.reason == "PEM_LIB" or "PEM lib" in str(error):
+            return "not PEM, or not a certificate and key in PEM"
         return error.reason.lower().replace("_", " ")
+    if "PEM lib" in str(error):
+        return "not PEM, or not a certificate and key in PEM"
     return str(error)

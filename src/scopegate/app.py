@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,7 +29,7 @@ from scopegate.config.tls_context import TlsFileError, expires_at
 from scopegate.gateway import Gateway
 from scopegate.keys.fetch import new_session
 from scopegate.pipeline.routing import compile_routes
-from scopegate.proxy.pool import UpstreamPool
+from scopegate.proxy.pool import UpstreamPool, upstream_contexts
 from scopegate.runtime import Runtime
 from scopegate.server.connection import Settings
 from scopegate.server.listener import Listener
@@ -57,8 +58,10 @@ class RunningGateway:
         public: Listener,
         admin: web.BaseRunner | None,
         session: aiohttp.ClientSession,
+        pool: UpstreamPool,
     ) -> None:
         self.gateway = gateway
+        self._pool = pool
         self.metrics = metrics
         self._public = public
         self._admin = admin
@@ -95,7 +98,10 @@ class RunningGateway:
             new = Runtime.build(
                 config, self._session, self.metrics, previous=old, compiled=compiled
             )
-            _reload_tls(self._public, config, self.metrics)  # or ConfigErrors: nothing changes
+            contexts = _upstream_contexts(config)  # or ConfigErrors: nothing changes
+            _reload_tls(self._public, config)
+            self._pool.use_tls(contexts)
+            _report_certificates(config, self.metrics)
             await new.start()
             self.gateway.runtime = new
             await old.retire(keep=new)
@@ -116,6 +122,7 @@ class RunningGateway:
         metrics = Metrics(registry or CollectorRegistry())
         session = new_session()
         pool = UpstreamPool()
+        pool.use_tls(_upstream_contexts(config))
         gateway = Gateway(Runtime.build(config, session, metrics), pool, metrics)
         admin = _admin_runner(gateway, metrics) if serve_admin else None
         public: Listener | None = None
@@ -127,7 +134,7 @@ class RunningGateway:
             _report_certificates(config, metrics)
             if admin is not None:
                 await _open_admin_port(admin, config)
-            yield cls(gateway, metrics, public, admin, session)
+            yield cls(gateway, metrics, public, admin, session, pool)
         finally:
             await _drain(public, flushing, metrics, shutdown_grace)
             await _close(admin, gateway, session, pool)
@@ -195,7 +202,7 @@ async def _listen(settings: Settings, config: Config, sock: socket.socket | None
     return await Listener.start(settings, host=config.listen.host, port=config.listen.port, tls=tls)
 
 
-def _reload_tls(public: Listener, config: Config, metrics: Metrics) -> None:
+def _reload_tls(public: Listener, config: Config) -> None:
     """Load the certificate files anew (SPEC §6.1); `ConfigErrors` when they cannot be used or
     TLS would be turned on or off, which needs a restart: then the port keeps what it had."""
     where = Source(config.file, 1, 1)
@@ -208,13 +215,26 @@ def _reload_tls(public: Listener, config: Config, metrics: Metrics) -> None:
         public.tls.reload(config.tls)
     except TlsFileError as error:
         raise ConfigErrors([ConfigError(where, f"tls.{error.key}: {error}")]) from None
-    _report_certificates(config, metrics)
+
+
+def _upstream_contexts(config: Config) -> dict[str, ssl.SSLContext]:
+    """The upstreams' client contexts, their files read now; `ConfigErrors` if one fails."""
+    try:
+        return upstream_contexts(config.upstreams.values())
+    except TlsFileError as error:
+        where = Source(config.file, 1, 1)
+        raise ConfigErrors([ConfigError(where, f"upstream tls.{error.key}: {error}")]) from None
 
 
 def _report_certificates(config: Config, metrics: Metrics) -> None:
     """When each certificate file's first certificate expires, for the expiry alert."""
-    if config.tls is None:
-        return
-    metrics.certificate_expires("listen", expires_at(config.tls.cert))
-    if config.tls.client_ca is not None:
-        metrics.certificate_expires("client_ca", expires_at(config.tls.client_ca))
+    if config.tls is not None:
+        metrics.certificate_expires("listen", expires_at(config.tls.cert))
+        if config.tls.client_ca is not None:
+            metrics.certificate_expires("client_ca", expires_at(config.tls.client_ca))
+    for upstream in config.upstreams.values():
+        tls = upstream.tls
+        if tls is not None and tls.ca is not None:
+            metrics.certificate_expires(f"{upstream.name}:ca", expires_at(tls.ca))
+        if tls is not None and tls.cert is not None:
+            metrics.certificate_expires(f"{upstream.name}:cert", expires_at(tls.cert))

@@ -24,7 +24,10 @@ from scopegate.config.model import (
     Route,
     ScopeRule,
     Upstream,
+    UpstreamTls,
 )
+from scopegate.config.reading import relative_to
+from scopegate.config.tls_context import TlsFileError, client_context
 from scopegate.config.yaml_nodes import Document
 
 _ALGORITHM_CASE = {name.upper(): name for name in SIGNING_ALGORITHMS}
@@ -127,8 +130,38 @@ def upstream(b: Builder, path: Path) -> Upstream | None:
         return None
     (parts, port), source = parsed, b.doc.source(path)
     scheme, base_path = cast(Literal["http", "https"], parts.scheme), parts.path.rstrip("/")
+    tls = _upstream_tls(b, (*path, "tls"), spec.get("tls"), scheme)
+    if not b.doc.clean(path):
+        return None
     return _written(Upstream, spec, name=str(path[-1]), scheme=scheme, host=parts.hostname,
-                    port=port, base_path=base_path, source=source)  # fmt: skip
+                    port=port, base_path=base_path, tls=tls, source=source)  # fmt: skip
+
+
+def _upstream_tls(
+    b: Builder, path: Path, spec: dict[str, Any] | None, scheme: str
+) -> UpstreamTls | None:
+    """`upstreams.NAME.tls`, its files read now (SPEC §6.1); relative to the file's directory."""
+    if spec is None:
+        return None
+    if scheme != "https":
+        b.error(path, "tls is for an https:// upstream")
+        return None
+    if (spec.get("cert") is None) != (spec.get("key") is None):
+        b.error(path, "cert and key go together: the client certificate and its key")
+        return None
+
+    def located(key: str) -> str | None:
+        value = spec.get(key)
+        return None if value is None else relative_to(b.doc.file, value)
+
+    tls = UpstreamTls(ca=located("ca"), cert=located("cert"), key=located("key"),
+                      server_name=spec.get("server_name"))  # fmt: skip
+    try:
+        client_context(tls)
+    except TlsFileError as error:
+        b.error((*path, error.key), str(error))
+        return None
+    return tls
 
 
 def _algorithm_problem(name: str) -> str | None:

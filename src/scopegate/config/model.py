@@ -66,6 +66,17 @@ class JwksPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """`upstreams.NAME.tls` (SPEC §6.1): whom to trust, and who scopegate is, towards an
+    https:// upstream. Verification is always on."""
+
+    ca: str | None = None  # PEM bundle; None: the system trust store
+    cert: str | None = None  # client certificate (mTLS), with `key`
+    key: str | None = None
+    server_name: str | None = None  # SNI and the name verified; None: the URL's host
+
+
+@dataclass(frozen=True, slots=True)
 class Upstream:
     """Where a route's traffic goes: `scheme://host:port` plus an optional base path."""
 
@@ -78,6 +89,7 @@ class Upstream:
     connect_timeout: float = 5.0
     preserve_host: bool = False
     source: Source = UNKNOWN_SOURCE
+    tls: UpstreamTls | None = None  # https:// only; None: the system trust store, no client cert
 
     @property
     def authority(self) -> str:

@@ -14,7 +14,6 @@ configuration does not name.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -159,8 +158,3 @@ def _validation_errors(document: Document) -> list[ConfigError]:
             message = f"not a valid OpenAPI document: {type(error).__name__}: {error}"
             errors.append(ConfigError(Source(document.file, 1, 1), message[:300]))
     return errors
-
-
-def relative_to(config_file: str, file: str) -> str:
-    """`file` as written in a configuration: relative to the directory of that file."""
-    return os.path.join(os.path.dirname(config_file), file)

@@ -19,7 +19,7 @@ from scopegate.config.build import Builder
 from scopegate.config.errors import ConfigErrors, Path, quoted
 from scopegate.config.model import Route, Source
 from scopegate.config.openapi import import_openapi
-from scopegate.config.openapi_document import relative_to
+from scopegate.config.reading import relative_to
 
 
 @dataclass

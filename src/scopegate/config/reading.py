@@ -23,3 +23,8 @@ def read_config_bytes(path: str | os.PathLike[str]) -> bytes:
     except OSError as error:
         message = f"cannot read: {error.strerror}"
         raise ConfigErrors([ConfigError(Source(name, 1, 1), message)]) from None
+
+
+def relative_to(config_file: str, file: str) -> str:
+    """`file` as written in a configuration: relative to the directory of that file."""
+    return os.path.join(os.path.dirname(config_file), file)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from scopegate.config.build import Builder
 from scopegate.config.model import ListenerTls
-from scopegate.config.openapi_document import relative_to
+from scopegate.config.reading import relative_to
 from scopegate.config.tls_context import TlsFileError, server_context
 
 _SECTION = ("tls",)

@@ -15,12 +15,12 @@ from typing import Literal
 from cryptography import x509
 
 from scopegate.config.errors import quoted
-from scopegate.config.model import ListenerTls
+from scopegate.config.model import ListenerTls, UpstreamTls
 from scopegate.errors import ScopegateError
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
-FileKey = Literal["cert", "key", "client_ca"]
+FileKey = Literal["cert", "key", "client_ca", "ca"]
 
 
 class TlsFileError(ScopegateError):
@@ -61,6 +61,32 @@ def server_context(tls: ListenerTls) -> ssl.SSLContext:
         context.verify_mode = (
             ssl.CERT_REQUIRED if tls.client_auth == "required" else ssl.CERT_OPTIONAL
         )
+    return context
+
+
+def client_context(tls: UpstreamTls | None) -> ssl.SSLContext:
+    """A client context towards an upstream: the system trust store or `tls.ca`, a client
+    certificate when `tls.cert` is set; the certificate and host name are always verified.
+    `TlsFileError` names the file at fault."""
+    ca = None if tls is None else tls.ca
+    if ca is not None and not Path(ca).is_file():
+        raise TlsFileError("ca", f"{quoted(ca)} is not a readable file")
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except (ssl.SSLError, OSError) as error:
+        raise TlsFileError("ca", f"{quoted(str(ca))} is not a PEM bundle of CA certificates "
+                                 f"({_reason(error)})") from None  # fmt: skip
+    context.set_alpn_protocols(["http/1.1"])
+    if tls is not None and tls.cert is not None and tls.key is not None:
+        for key, path in (("cert", tls.cert), ("key", tls.key)):
+            if not Path(path).is_file():
+                raise TlsFileError(key, f"{quoted(path)} is not a readable file")  # type: ignore[arg-type]
+        try:
+            context.load_cert_chain(tls.cert, tls.key)
+        except ssl.SSLError as error:
+            which: FileKey = "key" if "KEY_VALUES_MISMATCH" in str(error) else "cert"
+            raise TlsFileError(which, f"cannot use {quoted(tls.cert)} with {quoted(tls.key)}: "
+                                      f"{_reason(error)}") from None  # fmt: skip
     return context
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Iterable, Mapping
 
 from scopegate.config.model import Upstream
+from scopegate.config.tls_context import client_context
 from scopegate.errors import UpstreamUnreachable
 from scopegate.proxy.http1 import UpstreamConnection
 
@@ -26,7 +28,8 @@ class UpstreamPool:
         self._idle: dict[tuple[str, str, int], list[UpstreamConnection]] = {}
         self._idle_seconds = idle_seconds
         self._max_idle = max_idle
-        self._tls: ssl.SSLContext | None = None
+        self._tls: ssl.SSLContext | None = None  # the system trust store's, made on first use
+        self._tls_by_upstream: Mapping[str, ssl.SSLContext] = {}  # `upstreams.NAME.tls`
 
     async def acquire(
         self, upstream: Upstream, *, fresh: bool = False
@@ -66,7 +69,10 @@ class UpstreamPool:
     async def _connect(
         self, loop: asyncio.AbstractEventLoop, upstream: Upstream
     ) -> UpstreamConnection:
-        tls = self._tls_context() if upstream.scheme == "https" else None
+        tls = self._tls_context(upstream) if upstream.scheme == "https" else None
+        server_name = upstream.host
+        if upstream.tls is not None and upstream.tls.server_name is not None:
+            server_name = upstream.tls.server_name
         try:
             async with asyncio.timeout(upstream.connect_timeout):
                 _, connection = await loop.create_connection(
@@ -74,7 +80,7 @@ class UpstreamPool:
                     upstream.host,
                     upstream.port,
                     ssl=tls,
-                    server_hostname=upstream.host if tls is not None else None,
+                    server_hostname=server_name if tls is not None else None,
                 )
         except TimeoutError as error:
             raise UpstreamUnreachable(
@@ -84,7 +90,22 @@ class UpstreamPool:
             raise UpstreamUnreachable(str(error) or type(error).__name__) from error
         return connection
 
-    def _tls_context(self) -> ssl.SSLContext:
+    def use_tls(self, contexts: Mapping[str, ssl.SSLContext]) -> None:
+        """The client contexts of the upstreams with `tls:`, by name, read anew at a reload:
+        new connections use them, those already open keep their session."""
+        self._tls_by_upstream = contexts
+
+    def _tls_context(self, upstream: Upstream) -> ssl.SSLContext:
+        configured = self._tls_by_upstream.get(upstream.name)
+        if configured is not None:
+            return configured
         if self._tls is None:
             self._tls = ssl.create_default_context()  # system CAs, hostname checked
         return self._tls
+
+
+def upstream_contexts(upstreams: Iterable[Upstream]) -> dict[str, ssl.SSLContext]:
+    """A client context for each https:// upstream with `tls:`, its files read now; raises
+    `TlsFileError` (the files were checked when the configuration loaded, but may have
+    changed since)."""
+    return {u.name: client_context(u.tls) for u in upstreams if u.tls is not None}

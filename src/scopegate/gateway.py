@@ -24,6 +24,7 @@ from scopegate.config.resource_document import PublishedMetadata
 from scopegate.errors import BodyStalled, BodyTooLarge, UpstreamError
 from scopegate.pipeline import RouteMatch
 from scopegate.pipeline.bearer import bearer_from_query, extract_bearer, take_query_token
+from scopegate.pipeline.binding import check_binding, forwarded_certificate
 from scopegate.pipeline.cors import CorsPolicy
 from scopegate.pipeline.scopes import require
 from scopegate.pipeline.target import parse_target
@@ -121,6 +122,8 @@ class Gateway:
         upstream = exchange.upstream = runtime.config.upstreams[route.upstream]
         path = _strip_prefix(match.path, route.strip_prefix)
         exchange.target = upstream.base_path + path + ("" if query is None else "?" + query)
+        if (forwarded := runtime.config.forwarded_client_cert) is not None:
+            exchange.via_trusted_proxy = forwarded.trusts(request.remote)
         if upgrade:
             await self._relay_websocket(exchange, runtime)
         else:
@@ -149,6 +152,8 @@ class Gateway:
             exchange.answer_headers += limiter.admit_now(counted)
         else:
             await _verify_and_count(exchange, runtime, route, limiter)
+        if exchange.principal.bound_to is not None:  # RFC 8705: a certificate-bound token
+            check_binding(exchange.principal.bound_to, _client_certificate(exchange, runtime))
         require(route.scopes, exchange.principal.scopes)
 
     async def _authenticate_reporting(
@@ -267,6 +272,16 @@ def _preflight(exchange: Exchange, runtime: Runtime, origin: str) -> bool:
     answer.add("X-Request-Id", exchange.request_id)
     exchange.request.answer(answer)
     return True
+
+
+def _client_certificate(exchange: Exchange, runtime: Runtime) -> bytes | None:
+    """The client's certificate: forwarded by a trusted proxy (RFC 9440), else from the TLS
+    handshake on this port."""
+    request = exchange.request
+    forwarded = runtime.config.forwarded_client_cert
+    if forwarded is not None and forwarded.trusts(request.remote):
+        return forwarded_certificate(request.header(forwarded.header.encode("latin-1")))
+    return request.peer_certificate()
 
 
 def _token(exchange: Exchange, runtime: Runtime) -> str:

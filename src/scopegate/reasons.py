@@ -37,6 +37,7 @@ class Reason(StrEnum):
     HEADERS_TOO_LARGE = "headers_too_large"
     CORS_REJECTED = "cors_rejected"
     RATE_LIMITED = "rate_limited"
+    TOKEN_BINDING_MISMATCH = "token_binding_mismatch"
     RATE_LIMIT_UNAVAILABLE = "rate_limit_unavailable"
 
     @property
@@ -73,6 +74,7 @@ INVALID_TOKEN_REASONS = frozenset(
         Reason.INVALID_AUDIENCE,
         Reason.MISSING_CLAIM,
         Reason.INVALID_TOKEN_TYPE,
+        Reason.TOKEN_BINDING_MISMATCH,
     }
 )
 

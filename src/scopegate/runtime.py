@@ -20,7 +20,7 @@ import aiohttp
 from scopegate.config.model import Config, Forwarding, Issuer, JwksPolicy
 from scopegate.config.resource_document import PublishedMetadata, published_metadata
 from scopegate.keys.store import JwksStore, same_key_source
-from scopegate.pipeline import DESCRIBING_CLAIMS
+from scopegate.pipeline import BINDING_CLAIM, DESCRIBING_CLAIMS
 from scopegate.pipeline.cors import CorsPolicy
 from scopegate.pipeline.routing import (
     CompiledRoutes,
@@ -40,7 +40,7 @@ from scopegate.telemetry.metrics import Metrics
 def kept_claims(forward: Forwarding) -> frozenset[str]:
     """The claims read after verification: what describes the caller in the access log, and what
     is forwarded as headers (a dotted name by its literal name and by its first part)."""
-    names = set(DESCRIBING_CLAIMS)
+    names = {*DESCRIBING_CLAIMS, BINDING_CLAIM}
     for claim, _ in forward.claims_to_headers:
         names.update((claim, claim.split(".", 1)[0]))
     return frozenset(names)
@@ -120,6 +120,13 @@ def _limiter(config: Config, previous: Runtime | None, metrics: Metrics) -> Limi
     return Limiter(limits, store, on_store_error=metrics.rate_limit_store_failed)
 
 
+def _header_policy(config: Config) -> HeaderPolicy:
+    forwarded = config.forwarded_client_cert
+    if forwarded is None:
+        return HeaderPolicy(config.forward)
+    return HeaderPolicy(config.forward, forwarded.header)
+
+
 @dataclass(eq=False)
 class Runtime:
     config: Config
@@ -156,7 +163,7 @@ class Runtime:
             routes=compiled.table,
             verifier=_verifier(config, stores, previous),
             key_stores=stores,
-            headers=HeaderPolicy(config.forward),
+            headers=_header_policy(config),
             fresh_stores=fresh,
             metadata=published_metadata(config),
             cors=None if config.cors is None else CorsPolicy(config.cors),

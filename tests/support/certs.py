@@ -8,6 +8,7 @@ Usage::
     client = ca.issue_client(tmp_path, "app-1")      # client.cert, client.key (clientAuth)
     chained = ca.intermediate("sub CA").issue_server(tmp_path, "localhost")  # leaf + chain
     serial_number(files.cert.read_bytes())           # which certificate a file (or DER) holds
+    server_context(files, client_ca=path)            # an `ssl` server context (a test upstream)
 
 Issuing again with the same first name writes over the same files: that is how a test rotates
 a server's certificate in place.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +77,17 @@ def write_new_key(path: Path) -> Path:
     """A fresh private key at `path`: one that matches no certificate issued so far."""
     path.write_bytes(_key_pem(ec.generate_private_key(ec.SECP256R1())))
     return path
+
+
+def server_context(files: ServerFiles, *, client_ca: Path | None = None) -> ssl.SSLContext:
+    """A server context presenting `files`; with `client_ca`, one that requires a client
+    certificate issued by a CA in that PEM bundle (mTLS)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.cert, files.key)
+    if client_ca is not None:
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def load_certificate(pem_or_der: bytes) -> x509.Certificate:

@@ -10,6 +10,9 @@ Usage::
         assert upstream.received == []          # nothing got through
         seen = upstream.last                     # the one request that did
 
+    async with RecordingUpstream(ssl_context=context) as upstream:
+        ...  # HTTPS: upstream.url is https://127.0.0.1:PORT; seen.peercert is the client's
+
 Paths with behaviour (everything else answers 200 with a small JSON body):
 
     /status/NNN          answers status NNN
@@ -28,8 +31,10 @@ import asyncio
 import contextlib
 import gzip
 import json
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 
@@ -45,6 +50,8 @@ class Received:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     body_length: int
+    # Over HTTPS, the client certificate the upstream verified (`SSLSocket.getpeercert()`).
+    peercert: dict[str, Any] | None = field(default=None, compare=False)
 
     def header(self, name: str) -> str | None:
         values = self.all(name)
@@ -57,9 +64,20 @@ class Received:
     def names(self) -> set[str]:
         return {key.lower() for key, _ in self.headers}
 
+    @property
+    def peer_common_name(self) -> str | None:
+        """The commonName of the client certificate's subject, if one was verified."""
+        for rdn in (self.peercert or {}).get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    return str(value)
+        return None
+
 
 class RecordingUpstream:
-    def __init__(self) -> None:
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        """With `ssl_context` (a server context), it serves HTTPS instead of HTTP."""
+        self.ssl_context = ssl_context
         self.received: list[Received] = []
         # WebSockets (`/ws/...`): what each side's messages were, and how each one closed.
         self.ws_messages: list[str | bytes] = []
@@ -70,7 +88,8 @@ class RecordingUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def last(self) -> Received:
@@ -81,7 +100,7 @@ class RecordingUpstream:
         server = web.Server(self._handle, auto_decompress=False, access_log=None)
         self._runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         address = self._runner.addresses[0]
         self.port = int(address[1])
@@ -105,7 +124,11 @@ class RecordingUpstream:
             if keep:
                 body.extend(chunk)
         headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers)
-        received = Received(request.method, request.raw_path, headers, bytes(body), length)
+        peercert = (
+            None if request.transport is None else request.transport.get_extra_info("peercert")
+        )
+        received = Received(request.method, request.raw_path, headers, bytes(body), length,
+                            peercert or None)  # fmt: skip
         self.received.append(received)
         return received
 

@@ -68,7 +68,7 @@ BAD = [
     pytest.param(edit("    leeway: 5", "    leway: 5"), ['f.yaml:5:5: issuers[0]: unknown key "leway" (did you mean "leeway"?)'], id="a typo in a key is an error that suggests the key"),
     pytest.param(edit("    scopes: [read", "    scope: [read"), ['f.yaml:13:5: routes[0]: unknown key "scope" (did you mean "scopes"?)'], id="scope for scopes never leaves a route unprotected"),
     pytest.param(BASE + "rotues: []\n", ['f.yaml:17:1: unknown key "rotues" (did you mean "routes"?)'], id="an unknown top-level key"),
-    pytest.param(BASE + "telemetry: {}\n", ['f.yaml:17:1: unknown key "telemetry" (known: admin_listen, cors, enforce, forward, issuers, jwks, limits, listen, openapi, rate_limits, resource_metadata, routes, scopes, tls, upstreams)'], id="an unknown key with no close match lists the known ones"),
+    pytest.param(BASE + "telemetry: {}\n", ['f.yaml:17:1: unknown key "telemetry" (known: admin_listen, cors, enforce, forward, forwarded_client_cert, issuers, jwks, limits, listen, openapi, rate_limits, resource_metadata, routes, scopes, tls, upstreams)'], id="an unknown key with no close match lists the known ones"),
     pytest.param(edit("  api: http://127.0.0.1:8001", '  api: {url: "http://127.0.0.1:8001", timout: 5}'), ['f.yaml:7:39: upstreams.api: unknown key "timout" (did you mean "timeout"?)'], id="an unknown key inside an upstream mapping"),
     # report-only
     pytest.param(BASE + "enforce: warn\n", ['f.yaml:17:10: enforce: must be one of "enforce", "report", got "warn"'], id="enforce is enforce or report"),

@@ -275,9 +275,10 @@ def test_kept_claims_read_as_the_dict_they_replace(
                 kept[name]
 
 
-def test_the_kept_claims_are_the_logged_ones_and_every_forwarded_one() -> None:
+def test_the_kept_claims_are_the_logged_ones_the_binding_and_every_forwarded_one() -> None:
     forward = Forwarding(claims_to_headers=(("meta.tenant", "X-Tenant"), ("org", "X-Org")))
-    assert kept_claims(forward) == {"sub", "azp", "client_id", "meta", "meta.tenant", "org"}
+    expected = {"sub", "azp", "client_id", "cnf", "meta", "meta.tenant", "org"}
+    assert kept_claims(forward) == expected
 
 
 @pytest.mark.parametrize(

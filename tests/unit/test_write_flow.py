@@ -73,14 +73,18 @@ async def test_a_real_socket_whose_reader_stops_pauses_the_writer_until_it_reads
     once the peer reads, the writer goes on. Nothing is buffered without bound meanwhile."""
     loop = asyncio.get_running_loop()
     reading = asyncio.Event()
+    peer_done = asyncio.Event()
     received = 0
 
     async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal received
-        await reading.wait()
-        while chunk := await reader.read(1 << 20):
-            received += len(chunk)
-        writer.close()
+        try:
+            await reading.wait()
+            while chunk := await reader.read(1 << 20):
+                received += len(chunk)
+        finally:
+            writer.close()
+            peer_done.set()
 
     server = await asyncio.start_server(peer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -108,4 +112,7 @@ async def test_a_real_socket_whose_reader_stops_pauses_the_writer_until_it_reads
     finally:
         transport.close()
         server.close()
+        # The peer's side is closed before the loop ends, not left to the garbage collector.
+        reading.set()
+        await asyncio.wait_for(peer_done.wait(), 10.0)
         await server.wait_closed()

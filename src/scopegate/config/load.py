@@ -151,6 +151,7 @@ def _assemble(b: Builder) -> Config:
         cors=cors.cors(b, warnings),
         rate_limits=rate_limits.rate_limits(b, {route.name for route in built_routes}),
         tls=tls.tls(b),
+        forwarded_client_cert=tls.forwarded_client_cert(b),
         load_warnings=tuple(warnings),
     )
 

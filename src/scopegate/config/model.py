@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Literal
 
 from scopegate.config.algorithms import DEFAULT_ALGORITHMS
@@ -213,6 +214,25 @@ class ListenerTls:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardedClientCert:
+    """`forwarded_client_cert:` (SPEC §6.1): TLS ends at a proxy in front of scopegate, which
+    forwards the client's certificate in `header` (RFC 9440); read only from `trusted_proxies`,
+    removed from every other request."""
+
+    header: str = "client-cert"  # lower-case
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+
+    def trusts(self, remote: str | None) -> bool:
+        if remote is None:
+            return False
+        try:
+            address = ip_address(remote)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted_proxies)
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimitRule:
     """One entry of `rate_limits.rules` (SPEC §6.5): `limit` requests per `window` seconds for
     each value of `key`, smoothed (GCRA); on the routes named, or on every route (None)."""
@@ -275,6 +295,7 @@ class Config:
     cors: Cors | None = None
     rate_limits: RateLimits | None = None
     tls: ListenerTls | None = None
+    forwarded_client_cert: ForwardedClientCert | None = None
     file: str = "<built-in>"
     # What loading skipped without refusing the file, as `FILE:LINE:COL: message` (operations
     # of an OpenAPI description that cannot be mapped): `check` shows them as warnings.

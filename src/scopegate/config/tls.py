@@ -8,12 +8,17 @@ relative to the configuration file's directory.
 
 from __future__ import annotations
 
+import re
+from ipaddress import ip_network
+
 from scopegate.config.build import Builder
-from scopegate.config.model import ListenerTls
+from scopegate.config.errors import quoted
+from scopegate.config.model import ForwardedClientCert, ListenerTls
 from scopegate.config.reading import relative_to
 from scopegate.config.tls_context import TlsFileError, server_context
 
 _SECTION = ("tls",)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a header name
 
 
 def tls(b: Builder) -> ListenerTls | None:
@@ -38,3 +43,26 @@ def tls(b: Builder) -> ListenerTls | None:
         b.error((*_SECTION, error.key), str(error))
         return None
     return written
+
+
+def forwarded_client_cert(b: Builder) -> ForwardedClientCert | None:
+    """`forwarded_client_cert:`, its networks parsed; None without the section."""
+    path = ("forwarded_client_cert",)
+    if b.doc.get(path) is None or not b.doc.clean(path):
+        return None
+    spec = b.doc.trusted(path)
+    networks = []
+    for index, written in enumerate(spec["trusted_proxies"]):
+        try:
+            networks.append(ip_network(written, strict=False))
+        except ValueError:
+            b.error(
+                (*path, "trusted_proxies", index),
+                f"{quoted(written)} is not a network, like 10.0.0.0/8",
+            )
+    header = spec.get("header", "Client-Cert")
+    if not _TOKEN.fullmatch(header):
+        b.error((*path, "header"), f"{quoted(header)} is not a header name")
+    if not b.doc.clean(path):
+        return None
+    return ForwardedClientCert(header=header.lower(), trusted_proxies=tuple(networks))

@@ -34,6 +34,9 @@ class RouteMatch:
     params: Mapping[str, str] = field(default_factory=dict)
 
 
+BINDING_CLAIM = "cnf"  # RFC 7800 confirmation: kept with a cached principal, for RFC 8705
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling, as proven by a verified token; `ANONYMOUS` on `auth: none` routes."""
@@ -54,12 +57,18 @@ class Principal:
     # principal is logged many times, and two fields cost less than three lookups a request.
     subject: str | None = field(init=False, compare=False, repr=False)
     client_id: Any = field(init=False, compare=False, repr=False)  # `azp`, else `client_id`
+    # RFC 8705 §3.1: the SHA-256 thumbprint of the client certificate this token is bound to
+    # (`cnf.x5t#S256`), or None for a bearer token anyone holding it may use.
+    bound_to: Any = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         sub = self.claims.get("sub")
         object.__setattr__(self, "subject", sub if isinstance(sub, str) else None)
         client = self.claims.get("azp") or self.claims.get("client_id")
         object.__setattr__(self, "client_id", client)
+        confirmation = self.claims.get(BINDING_CLAIM)
+        bound = confirmation.get("x5t#S256") if isinstance(confirmation, Mapping) else None
+        object.__setattr__(self, "bound_to", None if bound is None else str(bound))
 
     @property
     def authenticated(self) -> bool:

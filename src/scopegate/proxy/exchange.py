@@ -43,6 +43,8 @@ class Exchange:
     body_limit: int = 0
     # A WebSocket upgrade's token from the query (SPEC §6.3), in place of `Authorization`.
     query_token: str | None = None
+    # The peer is a proxy `forwarded_client_cert` trusts: its `Client-Cert` counts, and passes.
+    via_trusted_proxy: bool = False
     answer_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     # CORS headers for an allowed `Origin` (SPEC §6.2): on every answer, replacing the
     # upstream's own; None without `cors:`, without an allowed origin, or on `cors: false`.

@@ -25,6 +25,7 @@ from scopegate.proxy.exchange import Exchange
 from scopegate.server.request import Request
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
+CLIENT_CERT_HEADER = "client-cert"  # RFC 9440
 
 # RFC 9110 §7.6.1 and the de-facto ones every proxy drops (Keep-Alive, Proxy-Connection).
 HOP_BY_HOP = frozenset(
@@ -102,7 +103,7 @@ def claim_header_value(value: Any) -> str:
 class HeaderPolicy:
     """What to strip and set on the way to the upstream, compiled once per configuration."""
 
-    def __init__(self, forward: Forwarding) -> None:
+    def __init__(self, forward: Forwarding, client_cert_header: str = CLIENT_CERT_HEADER) -> None:
         self._claims_to_headers = tuple(
             (claim, header.encode("ascii")) for claim, header in forward.claims_to_headers
         )
@@ -110,9 +111,13 @@ class HeaderPolicy:
         identity.add(_canonical(SCOPES_HEADER))
         if not forward.authorization:
             identity.add("authorization")
-        self._dropped = frozenset(
+        # A client certificate forwarded by a proxy (RFC 9440) speaks for the TLS layer: it
+        # reaches the upstream only from a proxy `forwarded_client_cert` trusts.
+        certificate = {CLIENT_CERT_HEADER, _canonical(client_cert_header)}
+        self._dropped_from_trusted = frozenset(
             name.encode("latin-1") for name in HOP_BY_HOP | _REQUEST_DROPPED | identity
         )
+        self._dropped = self._dropped_from_trusted | {n.encode("latin-1") for n in certificate}
 
     def request_head(self, exchange: Exchange) -> bytes:
         """The request head to send upstream for `exchange`: its request line, the client's
@@ -120,7 +125,8 @@ class HeaderPolicy:
         An upstream with `preserve_host` gets the client's `Host`."""
         request = exchange.request
         raw = request.raw_headers
-        dropped = _with_connection_named(self._dropped, raw)
+        dropped = self._dropped_from_trusted if exchange.via_trusted_proxy else self._dropped
+        dropped = _with_connection_named(dropped, raw)
         lines = [f"{request.method} {exchange.target} HTTP/1.1\r\n".encode("ascii")]
         forwarded_for: list[bytes] = []
         client_host = b""

@@ -25,7 +25,7 @@ MAX_IDLE = 256
 
 class UpstreamPool:
     def __init__(self, *, idle_seconds: float = IDLE_SECONDS, max_idle: int = MAX_IDLE) -> None:
-        self._idle: dict[tuple[str, str, int], list[UpstreamConnection]] = {}
+        self._idle: dict[tuple[str, str, str, int], list[UpstreamConnection]] = {}
         self._idle_seconds = idle_seconds
         self._max_idle = max_idle
         self._tls: ssl.SSLContext | None = None  # the system trust store's, made on first use
@@ -35,7 +35,7 @@ class UpstreamPool:
         self, upstream: Upstream, *, fresh: bool = False
     ) -> tuple[UpstreamConnection, bool]:
         """A connection to `upstream` and whether it was reused (False: just connected)."""
-        idle = self._idle.get((upstream.scheme, upstream.host, upstream.port))
+        idle = self._idle.get(_key(upstream))
         if idle and not fresh:
             oldest_usable = time.monotonic() - self._idle_seconds
             while idle:
@@ -50,7 +50,7 @@ class UpstreamPool:
         if not connection.reusable:
             connection.close()
             return
-        key = (upstream.scheme, upstream.host, upstream.port)
+        key = _key(upstream)
         idle = self._idle.setdefault(key, [])
         if len(idle) >= self._max_idle:
             connection.close()
@@ -109,3 +109,9 @@ def upstream_contexts(upstreams: Iterable[Upstream]) -> dict[str, ssl.SSLContext
     `TlsFileError` (the files were checked when the configuration loaded, but may have
     changed since)."""
     return {u.name: client_context(u.tls) for u in upstreams if u.tls is not None}
+
+
+def _key(upstream: Upstream) -> tuple[str, str, str, int]:
+    """Whose idle connections these are: by upstream name too, since two upstreams at one
+    address may trust other CAs or present other client certificates (`tls:`)."""
+    return (upstream.name, upstream.scheme, upstream.host, upstream.port)

@@ -258,6 +258,14 @@ class HttpConnection(asyncio.Protocol):
         if self._flow.paused:
             await self._flow.drain(self._send_wait, _send_timed_out)
 
+    def peer_certificate(self) -> bytes | None:
+        transport = self._transport
+        ssl_object = None if transport is None else transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None
+        der: bytes | None = ssl_object.getpeercert(binary_form=True)
+        return der
+
     def hand_over(self, tunnel: Tunnel) -> None:
         transport = self._transport
         if transport is None:

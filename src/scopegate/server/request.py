@@ -60,6 +60,9 @@ class Channel(Protocol):
     def abort(self) -> None:
         """Cut the connection: the client must see the answer broken, not complete."""
 
+    def peer_certificate(self) -> bytes | None:
+        """The DER of the certificate the client presented in the TLS handshake, if any."""
+
     def hand_over(self, tunnel: Tunnel) -> None:
         """The request was upgraded: the connection's bytes are `tunnel`'s from now on, those
         read past the request's head first. It still counts as open until the tunnel ends."""
@@ -202,6 +205,11 @@ class Request:
     def abort(self) -> None:
         """Break the connection: a streamed answer that cannot be completed must not look whole."""
         self._channel.abort()
+
+    def peer_certificate(self) -> bytes | None:
+        """The client's certificate from the TLS handshake (DER), None on plain HTTP or when
+        the client presented none."""
+        return self._channel.peer_certificate()
 
     def release(self) -> None:
         """Called once the request is answered: let go of its body's buffers and failure. A

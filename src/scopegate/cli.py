@@ -90,6 +90,11 @@ def _add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     demo.add_argument(
         "--page-port", type=int, default=0, help="the browser app's port (default: any free port)"
     )
+    demo.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a throw-away local CA, and show a certificate-bound token",
+    )
 
 
 def _add_token_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -161,7 +166,7 @@ def _serve(path: Path, workers: int, worker_fd: int | None, worker_state: Path |
     return run(path, worker_fd=worker_fd, worker_state=worker_state)
 
 
-def _demo(port: int, admin_port: int, page_port: int) -> int:
+def _demo(port: int, admin_port: int, page_port: int, tls: bool) -> int:
     import asyncio
 
     from scopegate.commands.serve import install_event_loop_policy
@@ -169,7 +174,7 @@ def _demo(port: int, admin_port: int, page_port: int) -> int:
 
     install_event_loop_policy()
     try:
-        asyncio.run(run_demo(port, admin_port, page_port=page_port))
+        asyncio.run(run_demo(port, admin_port, page_port=page_port, tls=tls))
     except OSError as exc:
         print(f"scopegate demo: {exc} (try --port 0 --admin-port 0)", file=sys.stderr)
         return 1
@@ -215,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "explain":
         return _explain(path, args.method, args.path, args.token, args.scopes)
     if args.command == "demo":
-        return _demo(args.port, args.admin_port, args.page_port)
+        return _demo(args.port, args.admin_port, args.page_port, args.tls)
     if args.command == "token":
         return _token(args)
     if args.command == "import-openapi":

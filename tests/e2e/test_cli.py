@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from scopegate.devtools.keys import generate
+from tests.support.tools import require_tool
 
 SCOPEGATE = [sys.executable, "-m", "scopegate"]
 EXAMPLE = Path(__file__).parents[2] / "config" / "scopegate.example.yaml"
@@ -246,3 +247,34 @@ def test_check_lists_the_rate_limits_without_the_store_password(tmp_path: Path) 
     assert "rate limits, counted in redis://:***@127.0.0.1:6379/0" in checked.stdout
     assert "per-client: 100 per 60 s by client on list-contacts" in checked.stdout
     assert "hunter2" not in checked.stdout + checked.stderr
+
+
+async def test_demo_over_tls_serves_https_and_a_certificate_bound_token() -> None:
+    """`scopegate demo --tls`: every printed command, run by the real curl (HTTPS against the
+    throw-away CA, a client certificate where the command shows one), gets its status."""
+    curl = require_tool("curl", "Debian package curl")
+    process = await asyncio.create_subprocess_exec(
+        *SCOPEGATE, "demo", "--tls", "--port", "0", "--admin-port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        lines = await _read_demo(process.stdout)
+        pairs = [
+            (int(m.group(1)), lines[i + 1])
+            for i, line in enumerate(lines)
+            if (m := re.match(r"# (\d{3}): ", line))
+        ]
+        assert [status for status, _ in pairs] == [200, 401, 401, 401, 403, 204, 200, 200, 401]
+        assert all("https://" in command and "--cacert" in command for _, command in pairs)
+        assert "--cert" in pairs[-2][1] and "--cert" not in pairs[-1][1]
+        for status, command in pairs:
+            words = [curl, *shlex.split(command)[1:], "-o", "/dev/null", "-w", "%{http_code}"]
+            done = await asyncio.to_thread(
+                subprocess.run, words, capture_output=True, text=True, timeout=20, check=False
+            )
+            assert done.stdout.endswith(str(status)), (command, done.stdout, done.stderr)
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.stdout.read(), 10)
+        assert await asyncio.wait_for(process.wait(), 10) == 0

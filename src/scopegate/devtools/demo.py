@@ -18,24 +18,50 @@ import contextlib
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import TextIO
 
 from aiohttp import web
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from scopegate.app import RunningGateway
 from scopegate.config.load import load_config_text
 from scopegate.config.model import Config
+from scopegate.devtools.certs import ClientFiles, LocalAuthority, ServerFiles, load_certificate
 from scopegate.devtools.contacts import ContactsApi
 from scopegate.devtools.issuer import DevIssuer
 from scopegate.devtools.keys import generate
 from scopegate.devtools.webapp import page_app
+from scopegate.pipeline.binding import thumbprint
 
 AUDIENCE = "https://contacts.example.com"
 HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class DemoTls:
+    """`scopegate demo --tls`: a throw-away CA's files, the gateway's certificate and a client
+    certificate the demo's bound token is tied to (RFC 8705)."""
+
+    server: ServerFiles
+    client: ClientFiles
+
+    @classmethod
+    def make(cls, directory: Path) -> DemoTls:
+        authority = LocalAuthority("scopegate demo CA")
+        server = authority.issue_server(directory, "localhost", HOST)
+        return cls(server, authority.issue_client(directory, "demo-client"))
+
+    def section(self) -> str:
+        """The `tls:` of the demo's configuration: HTTPS, client certificates asked for."""
+        s = self.server
+        return (f"\ntls:\n  cert: {s.cert}\n  key: {s.key}\n  client_ca: {s.ca}\n"
+                "  client_auth: optional\n")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -47,9 +73,14 @@ class Example:
     method: str
     path: str
     token: str | None
+    client: ClientFiles | None = None  # the client certificate curl presents
 
-    def curl(self, base: str) -> str:
+    def curl(self, base: str, ca: Path | None = None) -> str:
         parts = ["curl", "-si"]
+        if ca is not None:
+            parts += ["--cacert", str(ca)]
+        if self.client is not None:
+            parts += ["--cert", str(self.client.cert), "--key", str(self.client.key)]
         if self.method != "GET":
             parts += ["-X", self.method]
         if self.token is not None:
@@ -57,8 +88,11 @@ class Example:
         return " ".join([*parts, f"{base}{self.path}"])
 
 
-def demo_config(issuer: str, upstream: str, port: int, admin_port: int, page_origin: str) -> Config:
+def demo_config(issuer: str, upstream: str, port: int, admin_port: int, page_origin: str,
+                tls: DemoTls | None = None) -> Config:  # fmt: skip
     text = resources.files("scopegate.devtools").joinpath("demo.yaml").read_text()
+    if tls is not None:
+        text += tls.section()
     env = {
         "SCOPEGATE_DEMO_ISSUER": issuer,
         "SCOPEGATE_DEMO_UPSTREAM": upstream,
@@ -67,6 +101,20 @@ def demo_config(issuer: str, upstream: str, port: int, admin_port: int, page_ori
         "SCOPEGATE_DEMO_PAGE_ORIGIN": page_origin,
     }
     return load_config_text(text, "demo.yaml", env)
+
+
+def bound_examples(issuer: DevIssuer, tls: DemoTls) -> list[Example]:
+    """A certificate-bound token (RFC 8705): with its client certificate, and without."""
+    der = load_certificate(tls.client.cert.read_bytes()).public_bytes(Encoding.DER)
+    confirmation = {"cnf": {"x5t#S256": thumbprint(der)}}
+    bound = issuer.mint(scopes=("read:contacts",), audience=AUDIENCE, subject="demo-user",
+                        extra_claims=confirmation)  # fmt: skip
+    return [
+        Example(200, "a token bound to a client certificate, with it", "GET", "/contacts",
+                bound, tls.client),
+        Example(401, "the same token without the certificate (stolen)", "GET", "/contacts",
+                bound),
+    ]  # fmt: skip
 
 
 def examples(issuer: DevIssuer) -> list[Example]:
@@ -95,11 +143,12 @@ class RunningDemo:
     """What `running_demo` started: where each piece answers, and the pieces themselves."""
 
     page: str  # the browser app, on an origin of its own: http://localhost:PORT/
-    gateway: str  # http://127.0.0.1:PORT, no trailing slash
+    gateway: str  # http://127.0.0.1:PORT (https:// with --tls), no trailing slash
     admin: str
     issuer: DevIssuer
     contacts: ContactsApi
     running: RunningGateway
+    tls: DemoTls | None = None
 
 
 def describe(demo: RunningDemo, out: TextIO) -> None:
@@ -107,9 +156,16 @@ def describe(demo: RunningDemo, out: TextIO) -> None:
     gateway, issuer = demo.gateway, demo.issuer.url
     print(f"scopegate demo: gateway {gateway}  ->  contacts API; issuer {issuer}", file=out)
     print(f"metrics: {demo.admin}/metrics   ready: {demo.admin}/readyz\n", file=out)
-    for example in examples(demo.issuer):
+    shown = examples(demo.issuer)
+    ca = None
+    if demo.tls is not None:
+        ca = demo.tls.server.ca
+        print(f"# HTTPS with a throw-away CA ({ca}); a browser must trust it for the page to call"
+              " the gateway\n", file=out)  # fmt: skip
+        shown += bound_examples(demo.issuer, demo.tls)
+    for example in shown:
         print(f"# {example.expect}: {example.what}", file=out)
-        print(example.curl(demo.gateway), file=out)
+        print(example.curl(demo.gateway, ca), file=out)
         print(file=out)
     print("# denials by reason (PromQL, or read the metrics URL above):", file=out)
     print("#   sum by (reason) (scopegate_denials_total)", file=out)
@@ -119,7 +175,7 @@ def describe(demo: RunningDemo, out: TextIO) -> None:
 
 @asynccontextmanager
 async def running_demo(
-    port: int, admin_port: int, *, page_port: int = 0
+    port: int, admin_port: int, *, page_port: int = 0, tls_dir: Path | None = None
 ) -> AsyncIterator[RunningDemo]:
     """Start the issuer, the contacts API, the gateway and the browser app's page server on
     loopback (port 0: a free one); stop them all when the context exits."""
@@ -132,10 +188,11 @@ async def running_demo(
         # address into the page: the page's port is taken first, and served once both are known.
         page_socket = _listen(stack, page_port)
         page = f"http://localhost:{page_socket.getsockname()[1]}"
-        config = demo_config(issuer.url, upstream, port, admin_port, page)
+        tls = None if tls_dir is None else DemoTls.make(tls_dir)
+        config = demo_config(issuer.url, upstream, port, admin_port, page, tls)
         running = await stack.enter_async_context(RunningGateway.start(config, shutdown_grace=2.0))
         await _until_ready(running)
-        gateway = f"http://{HOST}:{running.public_port}"
+        gateway = f"{'http' if tls is None else 'https'}://{HOST}:{running.public_port}"
         await _serve(stack, page_app(issuer, gateway, AUDIENCE), page_socket)
         yield RunningDemo(
             page=page + "/",
@@ -144,20 +201,25 @@ async def running_demo(
             issuer=issuer,
             contacts=contacts,
             running=running,
+            tls=tls,
         )
 
 
 async def run_demo(
-    port: int, admin_port: int, out: TextIO = sys.stdout, *, page_port: int = 0
-) -> None:
-    """`scopegate demo`: run everything until SIGINT or SIGTERM."""
+    port: int, admin_port: int, out: TextIO = sys.stdout, *, page_port: int = 0,
+    tls: bool = False,
+) -> None:  # fmt: skip
+    """`scopegate demo`: run everything until SIGINT or SIGTERM; with `tls`, over HTTPS with a
+    throw-away CA whose files live in a temporary directory for as long as the demo runs."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with running_demo(port, admin_port, page_port=page_port) as demo:
-        describe(demo, out)
-        await stop.wait()
+    with contextlib.ExitStack() as files:
+        tls_dir = Path(files.enter_context(tempfile.TemporaryDirectory())) if tls else None
+        async with running_demo(port, admin_port, page_port=page_port, tls_dir=tls_dir) as demo:
+            describe(demo, out)
+            await stop.wait()
     print("scopegate demo stopped.", file=out, flush=True)
 
 

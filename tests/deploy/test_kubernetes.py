@@ -1,7 +1,8 @@
 """The Kubernetes manifests in deploy/kubernetes render, are valid objects for the API server, and
 say what the README promises: locked-down pods, probes on the admin port, a drain that fits the
 grace period, a configuration that scopegate accepts, the promtool-tested alert rules unchanged,
-and a Redis for the rate limits that only scopegate's pods reach.
+a Redis for the rate limits that only scopegate's pods reach, and in the example overlay HTTPS
+with the certificate of a read-only Secret mount that no file here holds.
 
 Rendering is `kubectl kustomize`, with the kubectl the dev extra pins; built-in kinds are
 validated strictly against the Kubernetes 1.30 JSON schemas shipped by kubernetes-validate, and
@@ -30,12 +31,16 @@ import yaml
 from scopegate.app import SHUTDOWN_GRACE
 from scopegate.cli import main as scopegate_main
 from tests.deploy.kubectl import DISTRIBUTION, KustomizeError, Resource, kubectl, kustomize
+from tests.support.certs import TestAuthority
 
 ROOT = Path(__file__).parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 RULES_FILE = ROOT / "deploy" / "prometheus" / "scopegate.rules.yml"
 CRDS = Path(__file__).parent / "crds"
+README = KUBERNETES / "README.md"
 LAYOUTS = ["base", "overlays/example"]
+# The layouts whose public port speaks HTTPS (`tls:` in the configuration).
+TLS_LAYOUTS = ["overlays/example"]
 KUBERNETES_VERSION = "1.30"
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 # (kind, name) of every object, the ConfigMap's name without its content hash.
@@ -110,6 +115,29 @@ def _config_text(layout: str) -> tuple[str, str]:
     data: dict[str, str] = config_maps[0]["data"]
     assert key in data, f"ConfigMap {config_map_name} has no key {key}"
     return key, data[key]
+
+
+def _config(layout: str) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(_config_text(layout)[1])
+    return config
+
+
+def _public_port_name(layout: str) -> str:
+    """The name the public port goes by in the pod, the Service and the NetworkPolicy."""
+    return "https" if "tls" in _config(layout) else "http"
+
+
+def _tls_mount(layout: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The container's mount of the directory holding the configuration's TLS files, and the
+    volume mounted there."""
+    tls = _config(layout)["tls"]
+    directories = {tls["cert"].rpartition("/")[0], tls["key"].rpartition("/")[0]}
+    assert len(directories) == 1, f"certificate and key in one directory: {tls}"
+    (directory,) = directories
+    mounts = {m["mountPath"]: m for m in _container(layout)["volumeMounts"]}
+    assert directory in mounts, f"{directory}, the directory of tls.cert and tls.key, is no mount"
+    volumes = {v["name"]: v for v in _pod(layout)["volumes"]}
+    return mounts[directory], volumes[mounts[directory]["name"]]
 
 
 def _port_of(address: str) -> int:
@@ -431,26 +459,31 @@ def test_gateway_and_redis_select_only_their_own_pods(layout: str) -> None:
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_probes_use_the_admin_port_scopegate_listens_on(layout: str) -> None:
-    """Readiness asks /readyz and liveness /healthz on the container port named `admin`, which
-    is the port of the configuration's admin_listen; `http` is its listen port."""
+    """Readiness asks /readyz and liveness /healthz, in plain HTTP (no `scheme`), on the
+    container port named `admin`, which is the port of the configuration's admin_listen; `http`,
+    or `https` with `tls:`, is its listen port."""
     container = _container(layout)
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
         assert container[probe]["httpGet"] == {"path": path, "port": "admin"}, probe
-    _, text = _config_text(layout)
-    config = yaml.safe_load(text)
+    config = _config(layout)
     assert _container_port(container, "admin") == _port_of(config["admin_listen"]) == 9100
-    assert _container_port(container, "http") == _port_of(config["listen"]) == 8080
+    public = _container_port(container, _public_port_name(layout))
+    assert public == _port_of(config["listen"]) == 8080
+    assert {p["name"] for p in container["ports"]} == {_public_port_name(layout), "admin"}
     # The kubelet and Prometheus come from outside the pod: loopback would fail every probe.
     assert config["admin_listen"].startswith("0.0.0.0:")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_service_exposes_public_80_and_admin_9100(layout: str) -> None:
-    """The Service maps 80 to the public port and 9100 (named `admin`) to the admin port, and
-    selects the Deployment's pods."""
+def test_service_exposes_the_public_and_admin_ports(layout: str) -> None:
+    """The Service maps 80 (`http`) or, with TLS, 443 (`https`, `appProtocol: https`) to the
+    public port and 9100 (`admin`) to the admin port, and selects the Deployment's pods."""
     service = _one(layout, "Service")
     ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
-    assert ports == {"http": (80, "http"), "admin": (9100, "admin")}
+    public = _public_port_name(layout)
+    assert ports == {public: (443 if public == "https" else 80, public), "admin": (9100, "admin")}
+    protocols = {p["name"]: p.get("appProtocol") for p in service["spec"]["ports"]}
+    assert protocols == {public: "https" if public == "https" else None, "admin": None}
     labels = _one(layout, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
 
@@ -491,9 +524,12 @@ def test_configuration_comes_from_the_generated_config_map(layout: str) -> None:
 def test_shipped_configuration_passes_scopegate_check(
     layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The ConfigMap's file, with the container's environment, is one `scopegate check` accepts
-    without warnings: a pod would load it."""
+    """The ConfigMap's file, with the container's environment (and with `tls:`, a throw-away
+    certificate where the Secret is mounted), is one `scopegate check` accepts without warnings:
+    a pod would load it."""
     key, text = _config_text(layout)
+    if "tls" in _config(layout):
+        text = _with_a_throwaway_certificate(layout, text, tmp_path / "tls")
     for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text):
         monkeypatch.delenv(name, raising=False)
     for env in _container(layout).get("env", []):
@@ -504,6 +540,83 @@ def test_shipped_configuration_passes_scopegate_check(
     out, err = capsys.readouterr()
     assert "valid" in out
     assert "warning" not in out + err
+
+
+def _with_a_throwaway_certificate(layout: str, text: str, directory: Path) -> str:
+    """The configuration `text` with the TLS Secret's mount path moved to `directory`, which now
+    holds what the kubelet would put in the mount: a certificate and its key, under the keys of a
+    kubernetes.io/tls Secret."""
+    mount, _ = _tls_mount(layout)
+    directory.mkdir()
+    files = TestAuthority().issue_server(directory, "scopegate.scopegate.svc")
+    files.cert.rename(directory / "tls.crt")
+    files.key.rename(directory / "tls.key")
+    moved = text.replace(mount["mountPath"] + "/", f"{directory}/")
+    tls = yaml.safe_load(moved)["tls"]
+    assert (tls["cert"], tls["key"]) == (str(directory / "tls.crt"), str(directory / "tls.key"))
+    return moved
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_tls_is_on_in_the_tls_layouts_only(layout: str) -> None:
+    """The example overlay serves HTTPS; the base, which needs no Secret to apply, plain HTTP."""
+    assert ("tls" in _config(layout)) == (layout in TLS_LAYOUTS)
+
+
+@pytest.mark.parametrize("layout", TLS_LAYOUTS)
+def test_tls_files_are_a_read_only_secret_mount(layout: str) -> None:
+    """`tls.cert` and `tls.key` are the keys tls.crt and tls.key of a kubernetes.io/tls Secret,
+    mounted whole and read-only where the configuration looks for them (no subPath: a renewed
+    Secret reaches the files in place, for the next SIGHUP), readable by scopegate's group and
+    no one else; the Secret is referenced, never rendered, so no private key is in the
+    repository."""
+    tls = _config(layout)["tls"]
+    mount, volume = _tls_mount(layout)
+    assert tls["cert"] == f"{mount['mountPath']}/tls.crt"
+    assert tls["key"] == f"{mount['mountPath']}/tls.key"
+    assert mount.get("readOnly") is True
+    assert "subPath" not in mount and "subPathExpr" not in mount
+    assert mount["mountPath"] != CONFIG_DIR
+    secret = volume["secret"]
+    assert set(volume) == {"name", "secret"}
+    assert "items" not in secret, "the Secret's own key names, as the configuration uses them"
+    assert secret.get("optional") is not True, "no pod starts without its certificate"
+    mode = secret["defaultMode"]
+    assert mode & 0o007 == 0 and mode & 0o040, f"{mode:o}: readable by the group, not by others"
+    pod = _pod(layout)
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+    assert not [r for r in _rendered(layout) if r["kind"] == "Secret"]
+
+
+def _readme_certificate() -> dict[str, Any]:
+    """The cert-manager Certificate of the README's YAML examples."""
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.DOTALL)
+    found = [
+        document
+        for block in blocks
+        for document in yaml.safe_load_all(block)
+        if isinstance(document, dict) and document.get("kind") == "Certificate"
+    ]
+    assert len(found) == 1, f"the README shows {len(found)} Certificate objects"
+    return found[0]
+
+
+@pytest.mark.parametrize("layout", TLS_LAYOUTS)
+def test_readme_certificate_makes_the_mounted_secret(layout: str) -> None:
+    """The cert-manager Certificate the README shows writes the Secret that the overlay mounts,
+    in the overlay's namespace, for the Service's cluster name among others, with a new key at
+    each renewal."""
+    certificate = _readme_certificate()
+    _, volume = _tls_mount(layout)
+    namespace = _one(layout, "Deployment")["metadata"]["namespace"]
+    assert certificate["apiVersion"] == "cert-manager.io/v1"
+    assert certificate["metadata"]["namespace"] == namespace
+    spec = certificate["spec"]
+    assert spec["secretName"] == volume["secret"]["secretName"]
+    service = _one(layout, "Service")["metadata"]["name"]
+    assert f"{service}.{namespace}.svc" in spec["dnsNames"]
+    assert spec["privateKey"]["rotationPolicy"] == "Always"
+    assert {"name", "kind"} <= set(spec["issuerRef"])
 
 
 def test_a_configuration_change_rolls_the_pods(tmp_path: Path) -> None:
@@ -580,8 +693,9 @@ def test_admin_port_is_open_only_to_monitoring(layout: str) -> None:
         assert rule.get("ports"), "a rule without ports opens every port"
         for port in rule["ports"]:
             by_port.setdefault(port["port"], []).append(rule.get("from"))
-    assert set(by_port) == {"http", "admin"}
-    assert by_port["http"] == [None]
+    public = _public_port_name(layout)
+    assert set(by_port) == {public, "admin"}
+    assert by_port[public] == [None]
     assert by_port["admin"] == [
         [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     ]

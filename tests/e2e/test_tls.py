@@ -39,6 +39,7 @@ from tests.support.certs import (
     serial_number,
     write_new_key,
 )
+from tests.support.config_errors import errors_of, line_of
 from tests.support.jwks_server import JwksServer
 from tests.support.process import Served, serve
 from tests.support.rawhttp import Answer
@@ -751,20 +752,6 @@ routes:
 """
 
 
-def _errors(text: str) -> list[str]:
-    with pytest.raises(ConfigErrors) as caught:
-        load_config_text(text, "gateway.yaml", {})
-    return [str(error) for error in caught.value.errors]
-
-
-def _line_of(text: str, key: str) -> int:
-    """The line (from 1) of the first line of `text` that starts, once indented, with `key:`."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip().startswith(f"{key}:"):
-            return number
-    raise AssertionError(f"no {key}: in {text}")
-
-
 def test_a_complete_tls_section_loads(pki: Pki, clients: Clients) -> None:
     section = tls_section(
         pki.server, min_version="1.3", client_ca=clients.ca_file, client_auth="required"
@@ -839,12 +826,12 @@ def test_a_bad_tls_section_is_one_positioned_error(
     that does not match its certificate may be reported at either one)."""
     section, key = case(pki, clients, tmp_path)
     text = CHECKED + section
-    errors = _errors(text)
+    errors = errors_of(text)
     assert len(errors) == 1, errors
     error = errors[0]
     keys = {key, "cert"} if key == "key" and case is _mismatched_key else {key}
     assert any(f": tls.{name}: " in error for name in keys), error
-    lines = {_line_of(text, name) for name in keys}
+    lines = {line_of(text, name) for name in keys}
     position = re.match(r"gateway\.yaml:(\d+):(\d+): ", error)
     assert position is not None, error
     assert int(position[1]) in lines, error

@@ -38,6 +38,7 @@ from tests.support.certs import (
     server_context,
     write_new_key,
 )
+from tests.support.config_errors import errors_of, line_of
 from tests.support.upstream import RecordingUpstream
 
 EXPIRY = "scopegate_tls_certificate_expiry_timestamp_seconds"
@@ -472,20 +473,6 @@ upstreams:
 HTTPS = "https://127.0.0.1:8443"
 
 
-def _errors(text: str) -> list[str]:
-    with pytest.raises(ConfigErrors) as caught:
-        load_config_text(text, "gateway.yaml", {})
-    return [str(error) for error in caught.value.errors]
-
-
-def _line_of(text: str, key: str) -> int:
-    """The line (from 1) of the first line of `text` that starts, once indented, with `key:`."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip().startswith(f"{key}:"):
-            return number
-    raise AssertionError(f"no {key}: in {text}")
-
-
 def test_a_complete_upstream_tls_section_loads(pki: Pki) -> None:
     tls = upstream_tls(ca=pki.server.ca, client=pki.client, server_name="contacts.internal")
     load_config_text(CHECKED.format(url=HTTPS, tls=tls), "gateway.yaml", {})
@@ -556,13 +543,13 @@ def test_a_bad_upstream_tls_section_is_one_positioned_error(
     """Each mistake is said once, as `FILE:LINE:COL: upstreams.api.KEY: ...`, at that key's
     line (for the `tls` mapping itself, its key's line or the line its value starts on)."""
     text, keys = case(pki, tmp_path)
-    errors = _errors(text)
+    errors = errors_of(text)
     assert len(errors) == 1, errors
     error = errors[0]
     match = re.match(r"gateway\.yaml:(\d+):(\d+): upstreams\.api\.([\w.]+): ", error)
     assert match is not None, error
     assert match[3] in keys, error
-    line = _line_of(text, match[3].rsplit(".", 1)[-1])
+    line = line_of(text, match[3].rsplit(".", 1)[-1])
     # A mapping (`tls`) is placed at its key, or at its value: the first line under the key.
     lines = {line, line + 1} if match[3] == "tls" else {line}
     assert int(match[1]) in lines, error

@@ -33,23 +33,12 @@ class TlsFileError(ScopegateError):
 
 def server_context(tls: ListenerTls) -> ssl.SSLContext:
     """A server context for `tls`, its files read now; `TlsFileError` names the one at fault."""
-    files: tuple[tuple[FileKey, str | None], ...] = (
-        ("cert", tls.cert), ("key", tls.key), ("client_ca", tls.client_ca),
-    )  # fmt: skip
-    for key, path in files:
-        if path is not None and not Path(path).is_file():
-            raise TlsFileError(key, f"{quoted(path)} is not a readable file")
+    if tls.client_ca is not None and not Path(tls.client_ca).is_file():
+        raise TlsFileError("client_ca", f"{quoted(tls.client_ca)} is not a readable file")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = tls_version(tls.min_version)
     context.set_alpn_protocols(["http/1.1"])
-    try:
-        context.load_cert_chain(tls.cert, tls.key)
-    except ssl.SSLError as error:
-        which: FileKey = "key" if "KEY_VALUES_MISMATCH" in str(error) else "cert"
-        raise TlsFileError(which, f"cannot use {quoted(tls.cert)} with {quoted(tls.key)}: "
-                                  f"{_reason(error)}") from None  # fmt: skip
-    except OSError as error:
-        raise TlsFileError("cert", f"cannot read {quoted(tls.cert)}: {error}") from None
+    _load_pair(context, tls.cert, tls.key)
     if tls.client_ca is not None:
         try:
             context.load_verify_locations(cafile=tls.client_ca)
@@ -78,16 +67,24 @@ def client_context(tls: UpstreamTls | None) -> ssl.SSLContext:
                                  f"({_reason(error)})") from None  # fmt: skip
     context.set_alpn_protocols(["http/1.1"])
     if tls is not None and tls.cert is not None and tls.key is not None:
-        for key, path in (("cert", tls.cert), ("key", tls.key)):
-            if not Path(path).is_file():
-                raise TlsFileError(key, f"{quoted(path)} is not a readable file")  # type: ignore[arg-type]
-        try:
-            context.load_cert_chain(tls.cert, tls.key)
-        except ssl.SSLError as error:
-            which: FileKey = "key" if "KEY_VALUES_MISMATCH" in str(error) else "cert"
-            raise TlsFileError(which, f"cannot use {quoted(tls.cert)} with {quoted(tls.key)}: "
-                                      f"{_reason(error)}") from None  # fmt: skip
+        _load_pair(context, tls.cert, tls.key)
     return context
+
+
+def _load_pair(context: ssl.SSLContext, cert: str, key: str) -> None:
+    """Load a certificate chain and its key into `context`; `TlsFileError` names the file."""
+    files: tuple[tuple[FileKey, str], ...] = (("cert", cert), ("key", key))
+    for name, path in files:
+        if not Path(path).is_file():
+            raise TlsFileError(name, f"{quoted(path)} is not a readable file")
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as error:
+        which: FileKey = "key" if "KEY_VALUES_MISMATCH" in str(error) else "cert"
+        raise TlsFileError(which, f"cannot use {quoted(cert)} with {quoted(key)}: "
+                                  f"{_reason(error)}") from None  # fmt: skip
+    except OSError as error:
+        raise TlsFileError("cert", f"cannot read {quoted(cert)}: {error}") from None
 
 
 def tls_version(written: Literal["1.2", "1.3"]) -> ssl.TLSVersion:

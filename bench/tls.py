@@ -48,7 +48,6 @@ import argparse
 import asyncio
 import hashlib
 import importlib.metadata
-import ipaddress
 import json
 import math
 import os
@@ -66,17 +65,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
 import peers
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives.asymmetric import ec
 from loadgen import LOAD_CORE, run_wrk
 from procs import TICKS, cpu_model, cpu_seconds, free_port, pinned, started, wait_port
+
+from scopegate.devtools.certs import LocalAuthority
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CORE = "0"
@@ -96,77 +95,16 @@ class Certificates:
 
 
 def make_certificates(directory: Path) -> Certificates:
-    """A throw-away CA (P-256) and, signed by it, an ECDSA P-256 and an RSA-2048 leaf for
-    127.0.0.1 and localhost, valid for a day, written as PEM files into `directory`."""
-    now = datetime.now(UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scopegate bench throw-away CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(sign=True, certs=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path = directory / "ca.pem"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    """A throw-away CA (`scopegate.devtools.certs`) and, signed by it, an ECDSA P-256 and an
+    RSA-2048 leaf for localhost and 127.0.0.1, valid for a day, as PEM files in `directory`."""
+    authority = LocalAuthority("scopegate bench throw-away CA")
     chains = {}
     for kind in KEYS:
-        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
-            ec.generate_private_key(ec.SECP256R1())
-            if kind == "ecdsa"
-            else rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        )
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        leaf = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(sign=True, encipher=kind == "rsa"), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        cert_path, key_path = directory / f"{kind}.pem", directory / f"{kind}.key"
-        cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-        key_path.touch(mode=0o600)
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        chains[kind] = (cert_path, key_path)
-    return Certificates(ca_path, chains)
-
-
-def _key_usage(*, sign: bool, certs: bool = False, encipher: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=sign and not certs,
-        content_commitment=False,
-        key_encipherment=encipher,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=certs,
-        crl_sign=certs,
-        encipher_only=False,
-        decipher_only=False,
-    )
+        (directory / kind).mkdir()
+        files = authority.issue_server(directory / kind, "localhost", "127.0.0.1",
+                                       rsa_key=kind == "rsa")  # fmt: skip
+        chains[kind] = (files.cert, files.key)
+    return Certificates(authority.write(directory / "ca.pem"), chains)
 
 
 # --- the servers under test --------------------------------------------------------------------
@@ -521,7 +459,7 @@ def measure_quietly(world: World, case: Case, agreed: dict[str, str]) -> Measure
 
 
 def _med(samples: list[Measured], field: str) -> float:
-    return statistics.median(getattr(s, field) for s in samples)
+    return float(statistics.median(getattr(s, field) for s in samples))
 
 
 def _cores(samples: list[Measured]) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DAY = datetime.timedelta(days=1)
@@ -67,7 +67,10 @@ def _alternative(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+def _key_pem(key: PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -168,7 +171,7 @@ class LocalAuthority:
     def _leaf(
         self,
         subject: str,
-        key: ec.EllipticCurvePrivateKey,
+        key: PrivateKey,
         usage: x509.ObjectIdentifier,
         valid_for: datetime.timedelta,
         names: list[x509.GeneralName],
@@ -194,12 +197,22 @@ class LocalAuthority:
         return builder.sign(self._key, hashes.SHA256())
 
     def issue_server(
-        self, directory: Path, host: str, *more_hosts: str, valid_for: datetime.timedelta = DAY
+        self,
+        directory: Path,
+        host: str,
+        *more_hosts: str,
+        valid_for: datetime.timedelta = DAY,
+        rsa_key: bool = False,
     ) -> ServerFiles:
         """A server certificate for `host` and `more_hosts` (DNS names or IP addresses), with its
-        key and the root CA, written as PEM files into `directory`, named after `host`. The
-        certificate file holds the leaf, then the chain up to the root (root excluded)."""
-        key = ec.generate_private_key(ec.SECP256R1())
+        key (ECDSA P-256, or RSA-2048 with `rsa_key`) and the root CA, written as PEM files into
+        `directory`, named after `host`. The certificate file holds the leaf, then the chain up
+        to the root (root excluded)."""
+        key: PrivateKey = (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            if rsa_key
+            else ec.generate_private_key(ec.SECP256R1())
+        )
         names = [_alternative(name) for name in (host, *more_hosts)]
         certificate = self._leaf(host, key, ExtendedKeyUsageOID.SERVER_AUTH, valid_for, names)
         files = ServerFiles(

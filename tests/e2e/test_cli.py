@@ -36,6 +36,15 @@ async def _read_demo(stream: asyncio.StreamReader) -> list[str]:
     return lines
 
 
+def _promised(lines: list[str]) -> list[tuple[int, str]]:
+    """The demo's examples: each `# STATUS: what` line, with the command on the line after."""
+    return [
+        (int(m.group(1)), lines[i + 1])
+        for i, line in enumerate(lines)
+        if (m := re.match(r"# (\d{3}): ", line))
+    ]
+
+
 async def _curl(command: str) -> int:
     """Run one printed curl command with aiohttp instead (curl may not be installed)."""
     words = shlex.split(command)
@@ -64,11 +73,7 @@ async def test_demo_prints_commands_whose_answers_are_as_promised() -> None:
     assert process.stdout is not None
     try:
         lines = await _read_demo(process.stdout)
-        pairs = [
-            (int(m.group(1)), lines[i + 1])
-            for i, line in enumerate(lines)
-            if (m := re.match(r"# (\d{3}): ", line))
-        ]
+        pairs = _promised(lines)
         assert [status for status, _ in pairs] == [200, 401, 401, 401, 403, 204, 200]
         for status, command in pairs:
             assert await _curl(command) == status, command
@@ -260,11 +265,7 @@ async def test_demo_over_tls_serves_https_and_a_certificate_bound_token() -> Non
     assert process.stdout is not None
     try:
         lines = await _read_demo(process.stdout)
-        pairs = [
-            (int(m.group(1)), lines[i + 1])
-            for i, line in enumerate(lines)
-            if (m := re.match(r"# (\d{3}): ", line))
-        ]
+        pairs = _promised(lines)
         assert [status for status, _ in pairs] == [200, 401, 401, 401, 403, 204, 200, 200, 401]
         assert all("https://" in command and "--cacert" in command for _, command in pairs)
         assert "--cert" in pairs[-2][1] and "--cert" not in pairs[-1][1]

@@ -108,6 +108,8 @@ class Gateway:
         exchange.route = route.name
         if not route.cors:
             exchange.cors_headers = None
+        if (forwarded := runtime.config.forwarded_client_cert) is not None:
+            exchange.via_trusted_proxy = forwarded.trusts(request.remote)
         query, upgrade = target.query, False
         if route.websocket:
             query, upgrade = _websocket_route(exchange, runtime, route, origin, query)
@@ -122,8 +124,6 @@ class Gateway:
         upstream = exchange.upstream = runtime.config.upstreams[route.upstream]
         path = _strip_prefix(match.path, route.strip_prefix)
         exchange.target = upstream.base_path + path + ("" if query is None else "?" + query)
-        if (forwarded := runtime.config.forwarded_client_cert) is not None:
-            exchange.via_trusted_proxy = forwarded.trusts(request.remote)
         if upgrade:
             await self._relay_websocket(exchange, runtime)
         else:
@@ -136,9 +136,7 @@ class Gateway:
         if route.auth == "none":
             if limiter is not None:
                 counted = limiter.rules(route.name).counting(None, exchange.request.remote)
-                exchange.answer_headers += (
-                    limiter.admit_now(counted) if limiter.in_line else await limiter.admit(counted)
-                )
+                exchange.answer_headers += await limiter.admit(counted)
             return
         if limiter is None:
             token = _token(exchange, runtime)
@@ -279,7 +277,7 @@ def _client_certificate(exchange: Exchange, runtime: Runtime) -> bytes | None:
     handshake on this port."""
     request = exchange.request
     forwarded = runtime.config.forwarded_client_cert
-    if forwarded is not None and forwarded.trusts(request.remote):
+    if forwarded is not None and exchange.via_trusted_proxy:
         return forwarded_certificate(request.header(forwarded.header.encode("latin-1")))
     return request.peer_certificate()
 
@@ -305,9 +303,7 @@ async def _verify_and_count(
     remote = exchange.request.remote
     if not rules.by_principal:
         counted = rules.counting(None, remote)
-        exchange.answer_headers += (
-            limiter.admit_now(counted) if limiter.in_line else await limiter.admit(counted)
-        )
+        exchange.answer_headers += await limiter.admit(counted)
         token = _token(exchange, runtime)
         exchange.principal = await runtime.verifier.verify(token, audience=route.audience)
         return
@@ -322,9 +318,7 @@ async def _verify_and_count(
     exchange.principal = principal
     counted = rules.counting(principal, remote)
     # A store counted in this process answers in line: no coroutine on the common path.
-    exchange.answer_headers += (
-        limiter.admit_now(counted) if limiter.in_line else await limiter.admit(counted)
-    )
+    exchange.answer_headers += await limiter.admit(counted)
 
 
 def _websocket_route(

@@ -467,6 +467,59 @@ async def test_plain_http_sent_to_the_tls_port_is_closed_within_2_seconds(
         assert env.upstream.received == []
 
 
+# --- failed handshakes, counted --------------------------------------------------------------
+
+FAILED_HANDSHAKES = "scopegate_tls_handshake_failures_total"
+VERDICT_SECONDS = 2.5  # the handshake deadline (2 s) and the margin after which it is counted
+
+
+async def send_plain(port: int, sent: bytes) -> None:
+    """`sent` on a plain TCP connection, then read until the server closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(sent)
+        async with asyncio.timeout(TIMEOUT):
+            await writer.drain()
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(65536):
+                    pass
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def test_every_failed_handshake_is_counted_and_no_completed_one(
+    pki: Pki, clients: Clients
+) -> None:
+    """Plain HTTP, silence, a TLS 1.2 client on a 1.3 port, a client that does not trust the
+    certificate and one without the required client certificate: five failures, counted once
+    each. Six completed handshakes around them add nothing."""
+    section = tls_section(
+        pki.server, min_version="1.3", client_ca=clients.ca_file, client_auth="required"
+    )
+    trusted = client_context(pki.server.ca, cert=clients.trusted)
+    async with tls_gateway(section) as env:
+        assert await attempt(env.port, trusted, env.bearer()) == 200
+        await send_plain(env.port, b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        await send_plain(env.port, b"")  # connects and says nothing until the deadline
+        only_12 = client_context(
+            pki.server.ca, minimum=ssl.TLSVersion.TLSv1_2, maximum=ssl.TLSVersion.TLSv1_2,
+            cert=clients.trusted,
+        )  # fmt: skip
+        failures = [
+            await attempt(env.port, only_12, env.bearer()),
+            await attempt(env.port, client_context(clients.ca_file, cert=clients.trusted)),
+            await attempt(env.port, client_context(pki.server.ca), env.bearer()),
+        ]
+        assert all(isinstance(failure, REFUSED) for failure in failures), failures
+        for _ in range(5):
+            assert await attempt(env.port, trusted, env.bearer()) == 200
+        await asyncio.sleep(VERDICT_SECONDS)
+        assert env.sample(FAILED_HANDSHAKES) == 5
+        assert len(env.upstream.received) == 6
+
+
 # --- client certificates ---------------------------------------------------------------------
 
 
@@ -685,7 +738,8 @@ async def test_serve_rotates_certificates_on_sighup_and_keeps_them_on_a_bad_file
 ) -> None:
     """The operator's path: `scopegate serve` over HTTPS; new files and SIGHUP, and new
     connections get the new certificate; a key that does not match and SIGHUP, and the reload
-    fails (counted `result="error"`) while the last good certificate goes on being served."""
+    fails (counted `result="error"`) while the last good certificate goes on being served.
+    Plain HTTP sent once is counted as a failed handshake."""
     key = generate("RS256")
     context = client_context(pki.server.ca)
     async with RecordingUpstream() as upstream, JwksServer([key]) as jwks:
@@ -699,6 +753,8 @@ async def test_serve_rotates_certificates_on_sighup_and_keeps_them_on_a_bad_file
             assert await _serials(served.port, context, 4) == {first}
             assert await attempt(served.port, context, headers) == 200
             assert upstream.last.header("X-Forwarded-Proto") == "https"
+            await send_plain(served.port, b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            plain_sent = time.monotonic()
 
             def said(message: str) -> int:
                 return sum(1 for line in served.lines if line.get("message") == message)
@@ -735,6 +791,11 @@ async def test_serve_rotates_certificates_on_sighup_and_keeps_them_on_a_bad_file
             assert _metric(metrics, RELOADS, result="ok") == 1, metrics
             listen = _metric(metrics, EXPIRY, certificate="listen")
             assert listen == not_after(pki.server.cert.read_bytes()), metrics
+            # The plain HTTP sent at the start is the one failed handshake, counted under
+            # uvloop as under asyncio.
+            await asyncio.sleep(max(0.0, plain_sent + VERDICT_SECONDS - time.monotonic()))
+            metrics = await _admin_metrics(served)
+            assert _metric(metrics, FAILED_HANDSHAKES) == 1, metrics
 
 
 # --- configuration errors --------------------------------------------------------------------

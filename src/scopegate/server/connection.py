@@ -87,10 +87,12 @@ class HttpConnection(asyncio.Protocol):
         self._close_after_answer = False
         self._client_eof = False
         self._tunnel: Tunnel | None = None  # what the connection was handed over to
+        self.made = False  # `connection_made` was called: on a TLS port, the handshake completed
 
     # Connection lifecycle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made = True
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is one, unregistered
         self._pauses.transport = self._transport
         self._connections.add(self)

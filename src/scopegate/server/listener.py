@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+from collections.abc import Callable
 
 from scopegate.server.connection import HttpConnection, Settings
 from scopegate.server.tls import PublicTls
@@ -23,6 +24,9 @@ from scopegate.wire.tunnel import CLOSE_GRACE
 
 BACKLOG = 1024
 HANDSHAKE_SECONDS = 2.0
+# After the handshake deadline, how long before a connection not yet made counts as failed: the
+# deadline's own timer comes first on the same loop, so any margin is enough; this one is ample.
+HANDSHAKE_VERDICT_MARGIN = 0.5
 
 
 class Listener:
@@ -49,15 +53,17 @@ class Listener:
         def connection() -> HttpConnection:
             return HttpConnection(settings, connections)
 
+        factory = connection if tls is None else _counting_failed_handshakes(connection, settings)
+
         # A handshake must end within `HANDSHAKE_SECONDS`: plain HTTP sent to a TLS port, or a
         # client that stalls mid-handshake, is closed by then (SPEC §6.1).
         context = None if tls is None else tls.context
         handshake = None if tls is None else HANDSHAKE_SECONDS
         if sock is not None:
-            server = await loop.create_server(connection, sock=sock, backlog=BACKLOG, ssl=context,
+            server = await loop.create_server(factory, sock=sock, backlog=BACKLOG, ssl=context,
                                               ssl_handshake_timeout=handshake)  # fmt: skip
         else:
-            server = await loop.create_server(connection, host, port, backlog=BACKLOG,
+            server = await loop.create_server(factory, host, port, backlog=BACKLOG,
                                               reuse_address=True, ssl=context,
                                               ssl_handshake_timeout=handshake)  # fmt: skip
         listener = cls(server, connections)
@@ -96,3 +102,29 @@ class Listener:
         for connection in list(self._connections):
             connection.abort()
         await asyncio.sleep(0)  # let the transports report their end
+
+
+def _counting_failed_handshakes(
+    make: Callable[[], HttpConnection], settings: Settings
+) -> Callable[[], HttpConnection]:
+    """`make`, counting the connections whose TLS handshake fails.
+
+    asyncio and uvloop both call the protocol factory when a connection is accepted, and the
+    protocol's `connection_made` only once the handshake has completed; a failed handshake is
+    dropped without a word to the protocol (its `ssl.SSLError` is an `OSError`, which they log
+    only in debug mode). So a connection not made when the handshake's deadline has passed
+    failed: plain HTTP, a refused version or certificate, or silence. One timer per accepted
+    connection, against a handshake that costs hundreds of microseconds."""
+    loop = asyncio.get_running_loop()
+    metrics = settings.metrics
+
+    def verdict(connection: HttpConnection) -> None:
+        if not connection.made:
+            metrics.tls_handshake_failed()
+
+    def accepted() -> HttpConnection:
+        connection = make()
+        loop.call_later(HANDSHAKE_SECONDS + HANDSHAKE_VERDICT_MARGIN, verdict, connection)
+        return connection
+
+    return accepted

@@ -203,10 +203,17 @@ class Metrics:
         self.tls_certificate_expiry = Gauge(
             "scopegate_tls_certificate_expiry_timestamp_seconds",
             "Unix time at which the first certificate of each configured certificate file "
-            "expires (listen, client_ca).",
+            "expires (listen, client_ca, NAME:ca and NAME:cert for upstream NAME).",
             ["certificate"],
             registry=registry,
             multiprocess_mode="min",
+        )
+        self.tls_handshake_failures = Counter(
+            "scopegate_tls_handshake_failures_total",
+            "Connections to the TLS port whose handshake did not complete: plain HTTP or other "
+            "bytes that are not TLS, a refused protocol version or client certificate, a client "
+            "that refused the server's certificate, or no handshake within 2 s.",
+            registry=registry,
         )
 
     def _declare_process_metrics(self, registry: CollectorRegistry) -> None:
@@ -274,6 +281,9 @@ class Metrics:
 
     def certificate_expires(self, certificate: str, at: float) -> None:
         self.tls_certificate_expiry.labels(certificate=certificate).set(at)
+
+    def tls_handshake_failed(self) -> None:
+        self.tls_handshake_failures.inc()
 
     def rate_limit_store_failed(self) -> None:
         self.rate_limit_store_errors.inc()

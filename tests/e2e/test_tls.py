@@ -438,6 +438,62 @@ async def test_a_client_that_trusts_another_ca_refuses_the_certificate(
         assert env.upstream.received == []
 
 
+async def test_a_server_name_the_certificate_does_not_hold_gets_the_certificate_all_the_same(
+    pki: Pki,
+) -> None:
+    """One certificate is served whatever SNI a client sends, as Envoy and HAProxy serve their
+    default one: the server neither hangs up nor picks another. A client that verifies the name
+    refuses it; one that checks only the chain is answered."""
+    async with tls_gateway(tls_section(pki.server)) as env:
+        verifying = client_context(pki.server.ca)
+        async with asyncio.timeout(TIMEOUT):
+            with pytest.raises(ssl.SSLCertVerificationError, match=r"match"):
+                await asyncio.open_connection(
+                    "127.0.0.1", env.port, ssl=verifying, server_hostname="api.example.org"
+                )
+        chain_only = client_context(pki.server.ca)
+        chain_only.check_hostname = False
+        async with connect(env.port, chain_only, server_hostname="api.example.org") as c:
+            assert c.peer_serial == pki.serial
+            assert (await c.get("/contacts", env.bearer())).status == 200
+        assert len(env.upstream.received) == 1
+
+
+async def test_an_expired_server_certificate_is_served_and_refused_by_clients(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """An expired certificate still loads (an outage is the operator's call, and the expiry
+    gauge and its alerts said so 14 days before), and verifying clients refuse it."""
+    directory = tmp_path / "expired"
+    directory.mkdir()
+    expired = pki.ca.issue_server(
+        directory, "localhost", "127.0.0.1", valid_for=-datetime.timedelta(minutes=1)
+    )
+    async with tls_gateway(tls_section(expired)) as env:
+        assert env.sample(EXPIRY, certificate="listen") < time.time()
+        refused = await attempt(env.port, client_context(expired.ca), env.bearer())
+        assert isinstance(refused, ssl.SSLCertVerificationError), refused
+        assert "expired" in str(refused)
+        assert env.upstream.received == []
+
+
+async def test_an_expired_client_certificate_is_refused(
+    pki: Pki, clients: Clients, tmp_path: Path
+) -> None:
+    """A certificate from `client_ca` that has expired is no certificate: with `required` no
+    request gets through, and the handshake is counted as failed."""
+    expired = clients.ca.issue_client(tmp_path, "app-2", valid_for=-datetime.timedelta(minutes=1))
+    section = tls_section(pki.server, client_ca=clients.ca_file, client_auth="required")
+    async with tls_gateway(section) as env:
+        refused = await attempt(env.port, client_context(pki.server.ca, cert=expired), env.bearer())
+        assert isinstance(refused, REFUSED), refused
+        assert env.upstream.received == []
+        with_valid = client_context(pki.server.ca, cert=clients.trusted)
+        assert await attempt(env.port, with_valid, env.bearer()) == 200
+        await asyncio.sleep(VERDICT_SECONDS)
+        assert env.sample(FAILED_HANDSHAKES) == 1
+
+
 @pytest.mark.parametrize(
     "sent",
     [b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n", b"GET"],

@@ -23,15 +23,23 @@ from scopegate.config.model import Route
 from scopegate.config.resource_document import PublishedMetadata
 from scopegate.errors import BodyStalled, BodyTooLarge, UpstreamError
 from scopegate.pipeline import RouteMatch
-from scopegate.pipeline.bearer import bearer_from_query, extract_bearer, take_query_token
+from scopegate.pipeline.bearer import (
+    bearer_from_query,
+    extract_bearer,
+    extract_dpop,
+    take_query_token,
+)
 from scopegate.pipeline.binding import check_binding, forwarded_certificate
 from scopegate.pipeline.cors import CorsPolicy
+from scopegate.pipeline.dpop_binding import PROOF_MAX_AGE
 from scopegate.pipeline.scopes import require
+from scopegate.pipeline.step_up import require_authentication
 from scopegate.pipeline.target import parse_target
 from scopegate.proxy import upstream, websocket
 from scopegate.proxy.exchange import Exchange
 from scopegate.proxy.pool import UpstreamPool
 from scopegate.ratelimit.limiter import Limiter
+from scopegate.ratelimit.resp import RedisError
 from scopegate.reasons import Denied, Reason
 from scopegate.runtime import Runtime
 from scopegate.server.request import Request
@@ -72,7 +80,8 @@ class Gateway:
             close = _must_close(request, denied)
             metadata = None if runtime.metadata is None else runtime.metadata.url
             answer = problem_answer(denied, exchange.request_id, close=close,
-                                    resource_metadata=metadata)  # fmt: skip
+                                    resource_metadata=metadata,
+                                    dpop_algs=runtime.dpop.algs)  # fmt: skip
             _answer(exchange, answer)
         except BodyStalled as stalled:
             exchange.error = "body_timeout"
@@ -150,9 +159,15 @@ class Gateway:
             exchange.answer_headers += limiter.admit_now(counted)
         else:
             await _verify_and_count(exchange, runtime, route, limiter)
-        if exchange.principal.bound_to is not None:  # RFC 8705: a certificate-bound token
-            check_binding(exchange.principal.bound_to, _client_certificate(exchange, runtime))
-        require(route.scopes, exchange.principal.scopes)
+        principal = exchange.principal
+        if principal.bound_to is not None:  # RFC 8705: a certificate-bound token
+            check_binding(principal.bound_to, _client_certificate(exchange, runtime))
+        if runtime.dpop.applies(principal, exchange.dpop_scheme):  # RFC 9449
+            await self._check_dpop(exchange, runtime)
+        require(route.scopes, principal.scopes)
+        if route.steps_up:  # RFC 9470
+            leeway = _leeway(runtime, principal.issuer)
+            require_authentication(route, principal.claims, now=time.time(), leeway=leeway)
 
     async def _authenticate_reporting(
         self, exchange: Exchange, runtime: Runtime, route: Route
@@ -165,6 +180,36 @@ class Gateway:
         except Denied as denied:
             exchange.shadow_reason = denied.reason
             self._metrics.shadow_denied(route.name, denied.reason)
+
+    async def _check_dpop(self, exchange: Exchange, runtime: Runtime) -> None:
+        """RFC 9449: the proof of possession a DPoP request carries, or a Bearer request's
+        right to go without one (`pipeline.dpop_binding`). A sound proof is remembered in this
+        process, and in the rate limits' Redis when there is one, so that no worker or replica
+        accepts it twice; a Redis that fails leaves the check to this process (counted)."""
+        request = exchange.request
+        dpop = runtime.dpop
+        token = _token(exchange, runtime) if exchange.dpop_scheme else ""
+        path = request.raw_path.partition("?")[0]
+        now = time.time()
+        proof = dpop.check(
+            exchange.principal, token, exchange.dpop_scheme, request.header_values(b"dpop"),
+            method=request.method, url=dpop.url(request.scheme, request.header(b"host"), path),
+            now=now,
+        )  # fmt: skip
+        if proof is None:
+            return
+        dpop.refuse_replay(proof, now)
+        shared = runtime.shared_proofs
+        if shared is None:
+            return
+        try:
+            first = await shared.first_use(proof.replay_key, proof.iat + PROOF_MAX_AGE - now)
+        except (RedisError, TimeoutError, OSError):
+            self._metrics.rate_limit_store_failed()
+            return
+        if not first:
+            raise Denied(Reason.INVALID_DPOP_PROOF, "the DPoP proof was used before (jti)",
+                         dpop=True)  # fmt: skip
 
     async def _forward(self, exchange: Exchange, runtime: Runtime) -> None:
         head = runtime.headers.request_head(exchange)
@@ -283,13 +328,23 @@ def _client_certificate(exchange: Exchange, runtime: Runtime) -> bytes | None:
 
 
 def _token(exchange: Exchange, runtime: Runtime) -> str:
-    """The request's bearer token: from `Authorization`, or from the query of a WebSocket
+    """The request's access token: from `Authorization` (Bearer, or DPoP when an issuer
+    accepts it, which `exchange.dpop_scheme` then says), or from the query of a WebSocket
     upgrade on a route that allows it."""
     headers = exchange.request.header_values(b"authorization")
     limit = runtime.config.limits.max_token_bytes
-    if exchange.query_token is None:
+    if exchange.query_token is not None:
+        return bearer_from_query(headers, exchange.query_token, limit)
+    try:
         return extract_bearer(headers, limit)
-    return bearer_from_query(headers, exchange.query_token, limit)
+    except Denied as denied:  # DPoP is tried only once Bearer failed: no cost for Bearer
+        if denied.reason is not Reason.MISSING_TOKEN or not headers or not runtime.dpop.offered:
+            raise
+        token = extract_dpop(headers, limit)
+        if token is None:
+            raise
+        exchange.dpop_scheme = True
+        return token
 
 
 async def _verify_and_count(

@@ -39,6 +39,9 @@ class Reason(StrEnum):
     RATE_LIMITED = "rate_limited"
     TOKEN_BINDING_MISMATCH = "token_binding_mismatch"
     RATE_LIMIT_UNAVAILABLE = "rate_limit_unavailable"
+    INACTIVE_TOKEN = "inactive_token"
+    INVALID_DPOP_PROOF = "invalid_dpop_proof"
+    INSUFFICIENT_USER_AUTHENTICATION = "insufficient_user_authentication"
 
     @property
     def status(self) -> int:
@@ -58,10 +61,14 @@ class Reason(StrEnum):
             return "invalid_request"
         if self is Reason.INSUFFICIENT_SCOPE:
             return "insufficient_scope"
+        if self is Reason.INVALID_DPOP_PROOF:
+            return "invalid_dpop_proof"
+        if self is Reason.INSUFFICIENT_USER_AUTHENTICATION:
+            return "insufficient_user_authentication"
         return None
 
 
-# The ten checks that RFC 6750 folds into one `invalid_token` answer; the metric keeps them apart.
+# The checks that RFC 6750 folds into one `invalid_token` answer; the metric keeps them apart.
 INVALID_TOKEN_REASONS = frozenset(
     {
         Reason.MALFORMED_TOKEN,
@@ -75,6 +82,7 @@ INVALID_TOKEN_REASONS = frozenset(
         Reason.MISSING_CLAIM,
         Reason.INVALID_TOKEN_TYPE,
         Reason.TOKEN_BINDING_MISMATCH,
+        Reason.INACTIVE_TOKEN,
     }
 )
 
@@ -83,6 +91,8 @@ CHALLENGE_REASONS = INVALID_TOKEN_REASONS | {
     Reason.MISSING_TOKEN,
     Reason.INVALID_REQUEST,
     Reason.INSUFFICIENT_SCOPE,
+    Reason.INVALID_DPOP_PROOF,  # RFC 9449 §7.1, said in the DPoP challenge
+    Reason.INSUFFICIENT_USER_AUTHENTICATION,  # RFC 9470 §3
 }
 
 _STATUS: dict[Reason, int] = {
@@ -99,6 +109,8 @@ _STATUS: dict[Reason, int] = {
     Reason.CORS_REJECTED: 403,
     Reason.RATE_LIMITED: 429,
     Reason.RATE_LIMIT_UNAVAILABLE: 503,
+    Reason.INVALID_DPOP_PROOF: 401,
+    Reason.INSUFFICIENT_USER_AUTHENTICATION: 401,
 }
 
 _TITLE: dict[Reason, str] = {
@@ -115,6 +127,8 @@ _TITLE: dict[Reason, str] = {
     Reason.CORS_REJECTED: "Cross-origin request rejected",
     Reason.RATE_LIMITED: "Too many requests",
     Reason.RATE_LIMIT_UNAVAILABLE: "Rate limit store unavailable",
+    Reason.INVALID_DPOP_PROOF: "Invalid DPoP proof",
+    Reason.INSUFFICIENT_USER_AUTHENTICATION: "Stronger authentication required",
 }
 
 
@@ -125,7 +139,10 @@ class Denied(ScopegateError):
     """A request refused for ``reason``; ``detail`` is safe to show the client (never the token).
 
     ``scope`` is the RFC 6750 ``scope`` attribute of a 403, ``allow`` the methods of a 405,
-    ``retry_after`` the seconds of a 503 or 429, ``headers`` more for the answer. ``challenge``
+    ``retry_after`` the seconds of a 503 or 429, ``headers`` more for the answer.
+    ``challenge_params`` are more attributes of the challenge (RFC 9470's ``acr_values`` and
+    ``max_age``); ``dpop`` says the error belongs to the DPoP challenge (RFC 9449 §7.1): the
+    request came with the DPoP scheme, or its proof failed. ``challenge``
     is False for framing errors counted as ``invalid_request`` that have nothing to do with a
     bearer token. ``status_override`` answers
     with another status than the reason's, for a refusal SPEC §5 counts under a reason whose
@@ -141,6 +158,8 @@ class Denied(ScopegateError):
     challenge: bool = True
     status_override: int | None = None
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    challenge_params: tuple[tuple[str, str], ...] = ()
+    dpop: bool = False
 
     @property
     def status(self) -> int:

@@ -13,15 +13,19 @@ Usage::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import aiohttp
 
-from scopegate.config.model import Config, Forwarding, Issuer, JwksPolicy
+from scopegate.config.model import Config, Forwarding, Issuer, JwksPolicy, Route
 from scopegate.config.resource_document import PublishedMetadata, published_metadata
+from scopegate.keys.introspection import Introspector
 from scopegate.keys.store import JwksStore, same_key_source
-from scopegate.pipeline import BINDING_CLAIM, DESCRIBING_CLAIMS
+from scopegate.pipeline import AUTHENTICATION_CLAIMS, BINDING_CLAIM, DESCRIBING_CLAIMS
 from scopegate.pipeline.cors import CorsPolicy
+from scopegate.pipeline.dpop import ReplayCache
+from scopegate.pipeline.dpop_binding import DpopPolicy
 from scopegate.pipeline.routing import (
     CompiledRoutes,
     RouteTable,
@@ -37,12 +41,15 @@ from scopegate.ratelimit.store import Store
 from scopegate.telemetry.metrics import Metrics
 
 
-def kept_claims(forward: Forwarding) -> frozenset[str]:
-    """The claims read after verification: what describes the caller in the access log, and what
-    is forwarded as headers (a dotted name by its literal name and by its first part)."""
+def kept_claims(forward: Forwarding, routes: Sequence[Route] = ()) -> frozenset[str]:
+    """The claims read after verification: what describes the caller in the access log, what
+    is forwarded as headers (a dotted name by its literal name and by its first part), and what
+    a route's step-up requirement reads."""
     names = {*DESCRIBING_CLAIMS, BINDING_CLAIM}
     for claim, _ in forward.claims_to_headers:
         names.update((claim, claim.split(".", 1)[0]))
+    if any(route.steps_up for route in routes):
+        names.update(AUTHENTICATION_CLAIMS)
     return frozenset(names)
 
 
@@ -90,17 +97,45 @@ def _key_stores(
     return stores, tuple(fresh)
 
 
+def _introspectors(
+    config: Config, previous: Runtime | None, session: aiohttp.ClientSession, metrics: Metrics
+) -> dict[str, Introspector]:
+    """The introspection client of each issuer that has `introspection:`; a previous one that
+    asks the same endpoint the same way is kept, with what it remembers."""
+    introspectors = {}
+    for issuer in config.issuers:
+        if issuer.introspection is None:
+            continue
+        fresh = Introspector(issuer, session, on_answer=metrics.introspected)
+        old = previous.introspectors.get(issuer.issuer) if previous is not None else None
+        introspectors[issuer.issuer] = old if old is not None and fresh.adopts(old) else fresh
+    return introspectors
+
+
 def _verifier(
-    config: Config, stores: dict[str, JwksStore], previous: Runtime | None
+    config: Config,
+    stores: dict[str, JwksStore],
+    introspectors: dict[str, Introspector],
+    previous: Runtime | None,
 ) -> TokenVerifier:
     """The generation's verifier; it adopts `previous`'s cached verdicts when they still hold."""
     return TokenVerifier(
         config.issuers,
         stores,
         cache_size=config.limits.token_cache_size,
-        kept_claims=kept_claims(config.forward),
+        kept_claims=kept_claims(config.forward, config.routes),
         carry_over=previous.verifier if previous is not None else None,
+        introspectors=introspectors,
     )
+
+
+def _dpop_policy(config: Config, previous: Runtime | None) -> DpopPolicy:
+    """The generation's DPoP policy; the proofs seen are remembered across a reload, or a proof
+    could be replayed just after one."""
+    replay = previous.dpop.replay if previous is not None else ReplayCache()
+    nonces = previous.dpop.nonces if previous is not None else None  # issued ones stay good
+    public_url = None if config.resource_metadata is None else config.resource_metadata.public_url
+    return DpopPolicy(config.issuers, public_url, replay, nonces)
 
 
 def _limiter(config: Config, previous: Runtime | None, metrics: Metrics) -> Limiter | None:
@@ -138,6 +173,15 @@ class Runtime:
     metadata: PublishedMetadata | None = None  # RFC 9728, when `resource_metadata` is set
     cors: CorsPolicy | None = None  # SPEC §6.2, when `cors:` is set
     limiter: Limiter | None = None  # SPEC §6.5, when `rate_limits:` is set
+    introspectors: dict[str, Introspector] = field(default_factory=dict)  # SPEC §6.4
+    dpop: DpopPolicy = field(default_factory=lambda: DpopPolicy((), None, ReplayCache()))
+
+    @property
+    def shared_proofs(self) -> RedisStore | None:
+        """Where DPoP proofs used are remembered across workers and replicas: the rate limits'
+        Redis, when there is one."""
+        store = None if self.limiter is None else self.limiter.store
+        return store if isinstance(store, RedisStore) else None
 
     @classmethod
     def build(
@@ -158,16 +202,19 @@ class Runtime:
             compiled = compile_routes(config.routes)
         raise_route_errors(compiled)
         stores, fresh = _key_stores(config, previous, session, metrics)
+        introspectors = _introspectors(config, previous, session, metrics)
         return cls(
             config=config,
             routes=compiled.table,
-            verifier=_verifier(config, stores, previous),
+            verifier=_verifier(config, stores, introspectors, previous),
             key_stores=stores,
             headers=_header_policy(config),
             fresh_stores=fresh,
             metadata=published_metadata(config),
             cors=None if config.cors is None else CorsPolicy(config.cors),
             limiter=_limiter(config, previous, metrics),
+            introspectors=introspectors,
+            dpop=_dpop_policy(config, previous),
         )
 
     async def start(self) -> None:

@@ -36,3 +36,15 @@ def test_a_wrong_or_missing_certificate_is_a_binding_mismatch() -> None:
             check_binding(thumbprint(b"the certificate"), presented)
         assert denied.value.reason is Reason.TOKEN_BINDING_MISMATCH
         assert denied.value.status == 401
+
+
+@given(st.text(min_size=1, max_size=64))
+def test_any_bound_to_text_is_a_mismatch_never_an_error(bound_to: str) -> None:
+    """`cnf.x5t#S256` is the token's text: non-ASCII, lone surrogates and all are refused as a
+    mismatch (a TypeError from the comparison would be a 500)."""
+    certificate = b"any certificate"
+    if bound_to == thumbprint(certificate):
+        return
+    with pytest.raises(Denied) as denied:
+        check_binding(bound_to, certificate)
+    assert denied.value.reason is Reason.TOKEN_BINDING_MISMATCH

@@ -88,7 +88,7 @@ EXPECTED = Config(
     issuers=(
         Issuer("https://id.example.com/", "https://id.example.com/keys",
                ("https://api.example.com", "api"), ("RS256", "ES256"),
-               ("scope", "realm_access.roles"), 5.0, ("exp", "iat"), "at+jwt", at(4, 5)),
+               ("scope", "realm_access.roles"), 5.0, ("exp", "iat"), "at+jwt", source=at(4, 5)),
         Issuer("https://other.example.com/", audiences=("api",), source=at(12, 5)),
     ),
     upstreams={

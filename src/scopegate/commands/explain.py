@@ -9,6 +9,7 @@ issuer's real keys).
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -18,10 +19,12 @@ from scopegate.config.errors import ConfigError, ConfigErrors
 from scopegate.config.lint import catalogue_warnings
 from scopegate.config.model import Config, RateLimits, Route, ScopeRule
 from scopegate.keys.fetch import new_session
+from scopegate.keys.introspection import Introspector
 from scopegate.keys.store import JwksStore
 from scopegate.pipeline import Principal, RouteMatch
 from scopegate.pipeline.routing import CompiledRoutes, RouteTable
 from scopegate.pipeline.scopes import require
+from scopegate.pipeline.step_up import require_authentication
 from scopegate.pipeline.target import parse_target
 from scopegate.pipeline.verify import TokenVerifier
 from scopegate.reasons import Denied, Reason
@@ -37,7 +40,41 @@ def describe_rule(route: Route) -> str:
     if route.websocket:
         query = route.websocket_token_query
         rule += " [websocket]" if query is None else f" [websocket, token in ?{query}]"
+    if route.steps_up:
+        rule += f" [step-up: {describe_step_up(route)}]"
     return rule
+
+
+def describe_step_up(route: Route) -> str:
+    """RFC 9470: what a token's authentication must be on this route."""
+    parts = []
+    if route.acr_values is not None:
+        parts.append("acr " + " | ".join(route.acr_values))
+    if route.max_age is not None:
+        parts.append(f"auth_time within {route.max_age} s")
+    return ", ".join(parts)
+
+
+def issuer_lines(config: Config) -> list[str]:
+    """What each issuer accepts beyond signed JWTs (SPEC §6.4), the client secret left out."""
+    lines = []
+    for issuer in config.issuers:
+        said = []
+        introspection = issuer.introspection
+        if introspection is not None:
+            where = introspection.endpoint or "the endpoint its discovery document names"
+            kinds = "opaque tokens and JWTs" if introspection.jwt else "opaque tokens"
+            said.append(
+                f"{kinds} introspected at {where} as {introspection.client_id} "
+                f"({introspection.auth_method}; active answers kept {introspection.cache_ttl:g} s, "
+                f"inactive {introspection.negative_cache_ttl:g} s)"
+            )
+        if issuer.dpop != "disabled":
+            nonce = ", with nonces" if issuer.dpop_nonce else ""
+            said.append(f"DPoP {issuer.dpop}{nonce}")
+        if said:
+            lines.append(f"issuer {issuer.issuer}: " + "; ".join(said))
+    return lines
 
 
 def describe_scopes(rule: ScopeRule) -> str:
@@ -112,6 +149,8 @@ def run_check(path: Path, out: TextIO, err: TextIO) -> int:
         return 1
     config, compiled = loaded
     print(_summary(config), file=out)
+    for line in issuer_lines(config):
+        print(line, file=out)
     print(file=out)
     print(route_table(list(compiled.table)), file=out)
     if config.rate_limits is not None:
@@ -163,10 +202,16 @@ async def _principal(config: Config, token: str, audience: str | None) -> Princi
         stores = {
             issuer.issuer: JwksStore(issuer, config.jwks, session) for issuer in config.issuers
         }
+        introspectors = {
+            issuer.issuer: Introspector(issuer, session)
+            for issuer in config.issuers
+            if issuer.introspection is not None
+        }
         try:
             for store in stores.values():
                 await store.start()
-            return await TokenVerifier(config.issuers, stores).verify(token, audience=audience)
+            verifier = TokenVerifier(config.issuers, stores, introspectors=introspectors)
+            return await verifier.verify(token, audience=audience)
         finally:
             for store in stores.values():
                 await store.close()
@@ -197,9 +242,14 @@ async def _scope_verdict(
 ) -> Verdict:
     """Whether what the request is granted meets what `route` requires."""
     try:
-        granted = await _granted(config, route, token, scopes, lines)
+        principal = await _granted(config, route, token, scopes, lines)
+        granted = principal.scopes
         lines.append(f"grants: {' '.join(sorted(granted)) or '(no scopes)'}")
+        if principal.authenticated:
+            _explain_binding(config, principal, lines)
         require(route.scopes, granted)
+        if route.steps_up:
+            _explain_step_up(config, route, principal, lines)
     except Denied as denied:
         if route.enforce == "report":
             # Forwarded all the same: the exit status says what enforcing would do.
@@ -214,16 +264,53 @@ async def _scope_verdict(
 
 async def _granted(
     config: Config, route: Route, token: str | None, scopes: str | None, lines: list[str]
-) -> frozenset[str]:
-    """The scopes a verified `token` grants, or the `scopes` assumed; `Denied` if neither."""
+) -> Principal:
+    """Who a verified `token` proves, or an unverified caller with the `scopes` assumed;
+    `Denied` if neither."""
     if token is not None:
         principal = await _principal(config, token, route.audience)
-        lines.append(f"token: valid, issuer {principal.issuer}, subject {principal.subject}")
-        return principal.scopes
+        how = "introspected" if token.count(".") != 2 else "valid"
+        lines.append(f"token: {how}, issuer {principal.issuer}, subject {principal.subject}")
+        return principal
     if scopes is not None:
-        return frozenset(scopes.split())
+        return Principal(claims={}, scopes=frozenset(scopes.split()), issuer=None)
     lines.append("token: none given (use --token or --scopes)")
     raise Denied(Reason.MISSING_TOKEN, "no token")
+
+
+def _explain_binding(config: Config, principal: Principal, lines: list[str]) -> None:
+    """What the request must carry besides the token: a DPoP proof for a DPoP-bound token, a
+    client certificate for a certificate-bound one (RFC 9449, RFC 8705)."""
+    issuer = next(i for i in config.issuers if i.issuer == principal.issuer)
+    if principal.dpop_bound_to is not None:
+        lines.append(
+            f"binding: DPoP, key thumbprint {principal.dpop_bound_to}: send it as "
+            "`Authorization: DPoP <token>` with a `DPoP` proof signed by that key for this "
+            "method and URL (as Bearer it is refused: token_binding_mismatch)"
+        )
+        if issuer.dpop == "disabled":
+            detail = "the token is DPoP-bound, and its issuer accepts no DPoP (dpop: disabled)"
+            raise Denied(Reason.TOKEN_BINDING_MISMATCH, detail)
+    elif issuer.dpop == "required":
+        detail = "this issuer's tokens must be DPoP-bound (dpop: required), and this one is not"
+        raise Denied(Reason.TOKEN_BINDING_MISMATCH, detail)
+    if principal.bound_to is not None:
+        lines.append(
+            f"binding: client certificate, SHA-256 thumbprint {principal.bound_to} (RFC 8705)"
+        )
+
+
+def _explain_step_up(config: Config, route: Route, principal: Principal, lines: list[str]) -> None:
+    claims = principal.claims
+    lines.append(
+        f"authentication: acr {claims.get('acr', '(none)')}, auth_time "
+        f"{claims.get('auth_time', '(none)')}; the route needs {describe_step_up(route)}"
+    )
+    if not principal.authenticated:
+        lines.append("step-up: not checked without --token")
+        return
+    issuer = next(i for i in config.issuers if i.issuer == principal.issuer)
+    require_authentication(route, claims, now=time.time(), leeway=issuer.leeway)
 
 
 def run_explain(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scopegate.commands.readiness import forget, workers_not_ready
+from scopegate.pipeline.dpop_nonce import NONCE_KEY_ENV
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -163,6 +165,8 @@ def supervise(path: Path, count: int) -> int:
     """Run `count` workers under a supervisor until SIGTERM; the exit code of `serve`."""
     state_dir = Path(tempfile.mkdtemp(prefix="scopegate-"))
     os.environ[MULTIPROC_ENV] = str(state_dir)
+    # Workers accept each other's DPoP nonces (SPEC §6.4): one key for all, unless given.
+    os.environ.setdefault(NONCE_KEY_ENV, secrets.token_hex(32))
     from scopegate.commands.serve import install_event_loop_policy
     from scopegate.config.errors import ConfigErrors
     from scopegate.telemetry import logs

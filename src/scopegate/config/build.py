@@ -18,6 +18,7 @@ from scopegate.config.model import (
     NO_SCOPES,
     NO_TOKEN_PASSES,
     Forwarding,
+    Introspection,
     Issuer,
     JwksPolicy,
     Limits,
@@ -189,10 +190,28 @@ def issuer(b: Builder, path: Path) -> Issuer | None:
     for i, name in enumerate(algorithms):
         if refused := _algorithm_problem(name):
             b.error((*path, "algorithms", i), refused)
+    introspection = _introspection(b, (*path, "introspection"))
+    if spec.get("dpop_nonce") and spec.get("dpop") == "disabled":
+        b.error((*path, "dpop_nonce"), "contradicts dpop: disabled, which accepts no proof")
     if not b.doc.clean(path):
         return None
     unique = tuple(dict.fromkeys(algorithms))
-    return _written(Issuer, spec, algorithms=unique, source=b.doc.source(path))
+    return _written(
+        Issuer, spec, algorithms=unique, introspection=introspection, source=b.doc.source(path)
+    )
+
+
+def _introspection(b: Builder, path: Path) -> Introspection | None:
+    """`introspection:` of an issuer (RFC 7662), None when absent or wrong."""
+    spec = b.doc.trusted(path)
+    if not spec:
+        return None
+    endpoint = spec.get("endpoint")
+    if endpoint is not None and isinstance(problem := _http_url(endpoint), str):
+        b.error((*path, "endpoint"), problem)
+    if not b.doc.clean(path):
+        return None
+    return _written(Introspection, spec)
 
 
 def scope_rule(value: Any) -> ScopeRule:
@@ -237,7 +256,7 @@ def route(b: Builder, path: Path) -> Route | None:
     spec = b.doc.trusted(path)
     methods = _methods(b, (*path, "methods"), spec.get("methods"))
     if spec.get("auth") in ("none", "deny"):
-        for key in ("scopes", "audience", "enforce"):
+        for key in ("scopes", "audience", "enforce", "acr_values", "max_age"):
             if spec.get(key) is not None:
                 why = "checks no token" if spec["auth"] == "none" else "lets no token pass"
                 b.error((*path, key), f"contradicts auth: {spec['auth']}, which {why}")
@@ -258,6 +277,7 @@ def route(b: Builder, path: Path) -> Route | None:
         else b.shared(scope_rule(spec.get("scopes"))),
         enforce=spec.get("enforce") or default_enforcement(b),
         max_body_bytes=None if body is None else int(body),  # the schema lets 1.0 through
+        max_age=None if spec.get("max_age") is None else int(spec["max_age"]),
         source=b.doc.source(path),
     )
 

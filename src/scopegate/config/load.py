@@ -39,7 +39,7 @@ from scopegate.config.errors import (
     quoted,
     schema_errors,
 )
-from scopegate.config.model import Address, Config, Route, Source
+from scopegate.config.model import Address, Config, Issuer, Route, Source
 from scopegate.config.reading import MAX_FILE_BYTES, read_config_bytes
 from scopegate.config.yaml_nodes import Document, read_document
 
@@ -127,6 +127,7 @@ def _assemble(b: Builder) -> Config:
     warnings = list(imported.warnings)
     _check_references(b)
     _check_unique(b, "issuer", [((*p, "issuer"), p, i.issuer) for p, i in issuers if i])
+    _check_one_introspecting_issuer(b, issuers)
     _check_route_names(b, routes, imported.routes)
     listen, admin = _listeners(b)
     scopes, scope_sources = lint.catalogue(b)
@@ -154,6 +155,18 @@ def _assemble(b: Builder) -> Config:
         forwarded_client_cert=tls.forwarded_client_cert(b),
         load_warnings=tuple(warnings),
     )
+
+
+def _check_one_introspecting_issuer(b: Builder, issuers: list[tuple[Path, Issuer | None]]) -> None:
+    """SPEC §6.4: an opaque token names no issuer, so it goes to the one issuer that introspects;
+    with two, which one would be a guess."""
+    introspecting = [path for path, issuer in issuers if issuer and issuer.introspection]
+    for path in introspecting[1:]:
+        first = b.doc.source((*introspecting[0], "introspection"))
+        b.error(
+            (*path, "introspection"),
+            f"only one issuer may introspect opaque tokens (the first is at {first})",
+        )
 
 
 def _check_route_names(

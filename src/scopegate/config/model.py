@@ -42,6 +42,24 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
+class Introspection:
+    """`issuers[].introspection` (SPEC §6.4, RFC 7662): how this issuer's opaque tokens (and with
+    `jwt`, its JWTs too) are looked up. `client_secret` is never printed or logged."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    endpoint: str | None = None  # None: `introspection_endpoint` from discovery
+    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    cache_ttl: float = 60.0  # an active answer is reused this long, never past the token's exp
+    negative_cache_ttl: float = 10.0  # an inactive answer is reused this long
+    timeout: float = 5.0  # per call; slower is `issuer_unavailable`
+    jwt: bool = False  # this issuer's JWTs are introspected as well (revocation)
+
+
+DpopMode = Literal["disabled", "allowed", "required"]
+
+
+@dataclass(frozen=True, slots=True)
 class Issuer:
     """One trusted token issuer. Its keys are bound to it: a token is checked only with the keys
     of the issuer its `iss` names."""
@@ -54,6 +72,12 @@ class Issuer:
     leeway: float = 30.0
     required_claims: tuple[str, ...] = ("exp",)
     token_type: str | None = None  # e.g. "at+jwt" (RFC 9068); None: `typ` is not checked
+    introspection: Introspection | None = None  # RFC 7662: opaque tokens of this issuer
+    # RFC 9449. `allowed` accepts `Authorization: DPoP` with a proof; `required` refuses this
+    # issuer's tokens without `cnf.jkt`; `disabled` (the default, as before DPoP existed here)
+    # accepts only Bearer. Under every mode a DPoP-bound token sent as `Bearer` is refused.
+    dpop: DpopMode = "disabled"
+    dpop_nonce: bool = False  # proofs must carry a nonce scopegate issued (`use_dpop_nonce`)
     source: Source = UNKNOWN_SOURCE
 
 
@@ -171,12 +195,21 @@ class Route:
     websocket_token_query: str | None = None
     scopes: ScopeRule = NO_SCOPES
     audience: str | None = None  # replaces the issuers' `audiences` for this route
+    # RFC 9470 step-up: the token's `acr` must be one of these, and its `auth_time` no older
+    # than `max_age` seconds; None: not checked.
+    acr_values: tuple[str, ...] | None = None
+    max_age: int | None = None
     strip_prefix: str | None = None
     max_body_bytes: int | None = None
     source: Source = UNKNOWN_SOURCE
     # Where a generated route came from, for `check`: "contacts.yaml#listContacts" for an
     # OpenAPI operation (SPEC §6.6); None for a route written under `routes:`.
     origin: str | None = None
+
+    @property
+    def steps_up(self) -> bool:
+        """Whether this route asks for a particular authentication (RFC 9470)."""
+        return self.acr_values is not None or self.max_age is not None
 
     @property
     def allowed_methods(self) -> frozenset[str] | None:

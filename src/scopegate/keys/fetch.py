@@ -86,10 +86,12 @@ def check_url(url: str) -> None:
     scheme = urlsplit(url).scheme
     if scheme == "https" or (scheme == "http" and is_loopback(url)):
         return
-    raise KeyFetchError(url, "keys are fetched only over https (plain http only from loopback)")
+    raise KeyFetchError(
+        url, "an identity provider is called only over https (plain http only on loopback)"
+    )
 
 
-async def _read_capped(response: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes:
+async def read_capped(response: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes:
     if response.content_length is not None and response.content_length > max_bytes:
         raise KeyFetchError(url, f"answer larger than {max_bytes} bytes")
     body = bytearray()
@@ -113,7 +115,7 @@ async def get_json(
         ):
             if response.status != 200:
                 raise KeyFetchError(url, f"answered HTTP {response.status} (expected 200)")
-            body = await _read_capped(response, url, max_bytes)
+            body = await read_capped(response, url, max_bytes)
             cache_control = response.headers.get("Cache-Control")
     except TimeoutError:
         raise KeyFetchError(url, f"no answer within {seconds:g} s") from None
@@ -206,14 +208,22 @@ async def discover_jwks_uri(
     session: aiohttp.ClientSession, issuer: str, *, seconds: float, max_bytes: int
 ) -> str:
     """`jwks_uri` from `{issuer}/.well-known/openid-configuration`, whose `issuer` must match."""
+    return await discover(session, issuer, "jwks_uri", seconds=seconds, max_bytes=max_bytes)
+
+
+async def discover(
+    session: aiohttp.ClientSession, issuer: str, member: str, *, seconds: float, max_bytes: int
+) -> str:
+    """The URL `member` names in `{issuer}/.well-known/openid-configuration` (`jwks_uri`,
+    `introspection_endpoint`), whose `issuer` must match."""
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
     document, _ = await get_json(session, url, seconds=seconds, max_bytes=max_bytes)
     if not isinstance(document, dict):
         raise KeyFetchError(url, "the discovery document is not a JSON object")
     if document.get("issuer") != issuer:
         raise KeyFetchError(url, "the discovery document names another issuer")
-    jwks_uri = document.get("jwks_uri")
-    if not isinstance(jwks_uri, str):
-        raise KeyFetchError(url, "the discovery document has no jwks_uri")
-    check_url(jwks_uri)
-    return jwks_uri
+    found = document.get(member)
+    if not isinstance(found, str):
+        raise KeyFetchError(url, f"the discovery document has no {member}")
+    check_url(found)
+    return found

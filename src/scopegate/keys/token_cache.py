@@ -34,7 +34,7 @@ Usage::
     key = cache_key(token, audience)            # once per request: for the lookup and the store
     principal = cache.get(key, generation=store.generation)   # or None
     cache.put(key, principal, generation=store.generation, usable_for=store.usable_for)
-    # until principal.expires_at, and never once the keys are past usable_for
+    # until principal.cache_until (its exp), and never once the keys are past usable_for
 """
 
 from __future__ import annotations
@@ -48,10 +48,11 @@ from typing import Generic, Protocol, TypeVar
 
 
 class Expiring(Protocol):
-    """What the cache needs of a verdict: when the token it was made for expires."""
+    """What the cache needs of a verdict: until when it may be reused (a JWT's `exp`; for an
+    introspected token, no later than its introspection may be reused)."""
 
     @property
-    def expires_at(self) -> float | None: ...
+    def cache_until(self) -> float | None: ...
 
 
 V = TypeVar("V", bound=Expiring)
@@ -97,18 +98,18 @@ class VerifiedTokens(Generic[V]):
         if now >= self._usable_until:
             self._forget()  # some entry's keys no longer vouch for it
             return None
-        if principal.expires_at is None or principal.expires_at <= now:
+        if principal.cache_until is None or principal.cache_until <= now:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
         return principal
 
     def put(self, key: bytes, principal: V, *, generation: int, usable_for: float) -> None:
-        """Remember `principal` under `key` until its `expires_at`; `generation` is the key set's
+        """Remember `principal` under `key` until its `cache_until`; `generation` is the key set's
         when verification began (a key set that moved since makes the verdict stale), and
         `usable_for` the seconds that key set may still verify tokens (not a moment longer will
         the verdict be returned)."""
-        if self._entries is None or principal.expires_at is None:
+        if self._entries is None or principal.cache_until is None:
             return  # a token without exp is checked every time
         if generation != self._generation:
             if self._generation is not None:

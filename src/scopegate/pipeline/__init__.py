@@ -60,6 +60,12 @@ class Principal:
     # RFC 8705 §3.1: the SHA-256 thumbprint of the client certificate this token is bound to
     # (`cnf.x5t#S256`), or None for a bearer token anyone holding it may use.
     bound_to: Any = field(init=False, compare=False, repr=False)
+    # RFC 9449 §6: the thumbprint of the key this token is bound to (`cnf.jkt`): it is accepted
+    # only with the DPoP scheme and a proof signed by that key. None: not DPoP-bound.
+    dpop_bound_to: Any = field(init=False, compare=False, repr=False)
+    # Until when a verdict on this token may be reused: its `exp` for a JWT; for an introspected
+    # token no later than the introspection answer's `cache_ttl` allows.
+    cache_until: float | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         sub = self.claims.get("sub")
@@ -67,8 +73,13 @@ class Principal:
         client = self.claims.get("azp") or self.claims.get("client_id")
         object.__setattr__(self, "client_id", client)
         confirmation = self.claims.get(BINDING_CLAIM)
-        bound = confirmation.get("x5t#S256") if isinstance(confirmation, Mapping) else None
+        bound = key = None
+        if isinstance(confirmation, Mapping):
+            bound, key = confirmation.get("x5t#S256"), confirmation.get("jkt")
         object.__setattr__(self, "bound_to", None if bound is None else str(bound))
+        object.__setattr__(self, "dpop_bound_to", None if key is None else str(key))
+        if self.cache_until is None:
+            object.__setattr__(self, "cache_until", self.expires_at)
 
     @property
     def authenticated(self) -> bool:
@@ -111,6 +122,8 @@ class KeptClaims(Mapping[str, Any]):
 # The claims a principal is read for beyond its scopes (`subject`, `client_id`): with the claims
 # that `forward.claims_to_headers` names, all that a cached principal needs to keep.
 DESCRIBING_CLAIMS = ("sub", "azp", "client_id")
+# What a route's step-up requirement (RFC 9470) reads: kept only when some route has one.
+AUTHENTICATION_CLAIMS = ("acr", "auth_time")
 
 
 ANONYMOUS = Principal(claims={}, scopes=frozenset(), issuer=None)

@@ -33,6 +33,7 @@ from urllib.parse import unquote_plus
 from scopegate.reasons import Denied, Reason
 
 _SCHEME = "bearer"
+_DPOP_SCHEME = "dpop"
 _OWS = " \t"
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN_CHARACTERS = (string.ascii_letters + string.digits + "-._~+/").encode("ascii")
@@ -46,14 +47,14 @@ def _only_value(values: Sequence[str]) -> str:
     return values[0].strip(_OWS)
 
 
-def _is_bearer(value: str) -> bool:
-    """Whether the credentials are of the Bearer scheme: `Bearer` alone or before a space.
+def _is_scheme(value: str, name: str = _SCHEME) -> bool:
+    """Whether the credentials are of the scheme `name` (lower-case): alone or before a space.
 
     The scheme is compared in ASCII only, so that no Unicode case mapping can turn some other
     word into `bearer`.
     """
-    scheme, after = value[: len(_SCHEME)], value[len(_SCHEME) : len(_SCHEME) + 1]
-    return scheme.isascii() and scheme.lower() == _SCHEME and after in ("", " ")
+    scheme, after = value[: len(name)], value[len(name) : len(name) + 1]
+    return scheme.isascii() and scheme.lower() == name and after in ("", " ")
 
 
 def is_b64token(token: str) -> bool:
@@ -76,15 +77,27 @@ def extract_bearer(values: Sequence[str], max_token_bytes: int) -> str:
     quotes the token.
     """
     value = _only_value(values)
-    if not _is_bearer(value):
+    if not _is_scheme(value):
         raise Denied(Reason.MISSING_TOKEN, "the Authorization header is not of the Bearer scheme")
-    token = value[len(_SCHEME) :].lstrip(" ")
+    return _checked_token(value[len(_SCHEME) :].lstrip(" "), max_token_bytes, "Bearer")
+
+
+def extract_dpop(values: Sequence[str], max_token_bytes: int) -> str | None:
+    """The token of the request's one `Authorization: DPoP` header (RFC 9449 §7.1), checked
+    as a Bearer one is; None when the header is of neither scheme."""
+    value = _only_value(values)
+    if not _is_scheme(value, _DPOP_SCHEME):
+        return None
+    return _checked_token(value[len(_DPOP_SCHEME) :].lstrip(" "), max_token_bytes, "DPoP")
+
+
+def _checked_token(token: str, max_token_bytes: int, scheme: str) -> str:
     # The size comes before any parsing, so an oversized token costs a length check. A token
     # that passes b64token is ASCII, where characters and bytes count the same.
     if len(token) > max_token_bytes:
         raise Denied(Reason.MALFORMED_TOKEN, f"the token is longer than {max_token_bytes} bytes")
     if not token:
-        raise Denied(Reason.INVALID_REQUEST, "the Bearer scheme carries no token")
+        raise Denied(Reason.INVALID_REQUEST, f"the {scheme} scheme carries no token")
     if not is_b64token(token):
         raise Denied(
             Reason.INVALID_REQUEST,

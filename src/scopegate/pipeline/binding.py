@@ -34,7 +34,9 @@ def check_binding(bound_to: str, certificate_der: bytes | None) -> None:
     if certificate_der is None:
         detail = "the token is bound to a client certificate, and none was presented"
         raise Denied(Reason.TOKEN_BINDING_MISMATCH, detail)
-    if not hmac.compare_digest(thumbprint(certificate_der), bound_to):
+    # As bytes: `bound_to` is the token's text, and compare_digest takes ASCII strings only.
+    expected = bound_to.encode("utf-8", "surrogatepass")
+    if not hmac.compare_digest(thumbprint(certificate_der).encode(), expected):
         detail = "the token is bound to another client certificate"
         raise Denied(Reason.TOKEN_BINDING_MISMATCH, detail)
 

@@ -82,6 +82,14 @@ class KeySource(Protocol):
     async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK: ...
 
 
+class Introspects(Protocol):
+    """Where an issuer's tokens are introspected (`keys.introspection.Introspector`): the
+    members of the issuer's answer for an active token, or a `Denied` (`inactive_token`,
+    `issuer_unavailable`). `digest` is the token's cache key, so that nothing keeps the token."""
+
+    async def active_claims(self, token: str, digest: bytes) -> dict[str, Any]: ...
+
+
 def _malformed(detail: str) -> Denied:
     return Denied(Reason.MALFORMED_TOKEN, detail)
 
@@ -190,15 +198,26 @@ class _Plan:
     issuer: Issuer
     keys: KeySource
     token_type: str | None  # already a `_media_type`
+    introspector: Introspects | None = None  # with `introspection:` (SPEC §6.4)
+
+    @property
+    def introspects_jwts(self) -> bool:
+        settings = self.issuer.introspection
+        return self.introspector is not None and settings is not None and settings.jwt
 
 
-def _plans(issuers: Sequence[Issuer], key_sources: Mapping[str, KeySource]) -> dict[str, _Plan]:
+def _plans(
+    issuers: Sequence[Issuer],
+    key_sources: Mapping[str, KeySource],
+    introspectors: Mapping[str, Introspects],
+) -> dict[str, _Plan]:
     """Each issuer's plan, by the issuer's name (a token's `iss`)."""
     return {
         issuer.issuer: _Plan(
             issuer,
             key_sources[issuer.issuer],
             None if issuer.token_type is None else _media_type(issuer.token_type),
+            introspectors.get(issuer.issuer),
         )
         for issuer in issuers
     }
@@ -222,6 +241,7 @@ class TokenVerifier:
         kept_claims: Collection[str] | None = None,
         clock: Callable[[], float] = time.time,
         carry_over: TokenVerifier | None = None,
+        introspectors: Mapping[str, Introspects] | None = None,
     ) -> None:
         """`kept_claims`, when given, are the only claims a principal keeps (those the gateway
         reads after verification): a cached principal then costs the same whatever else its
@@ -230,7 +250,11 @@ class TokenVerifier:
         `carry_over`: a verifier whose remembered verdicts this one adopts if they are still
         true here, that is when both verify the same way against the very same key sources
         (a reload that changed only routes or upstreams keeps every client's token warm)."""
-        self._plans = _plans(issuers, key_sources)
+        self._plans = _plans(issuers, key_sources, introspectors or {})
+        # SPEC §6.4: a token that is not a compact JWS goes to the one issuer that introspects.
+        self._introspecting = next(
+            (plan for plan in self._plans.values() if plan.introspector is not None), None
+        )
         self._sources = tuple(plan.keys for plan in self._plans.values())
         self._clock = clock
         self._shared_values: dict[object, Any] = {}
@@ -259,6 +283,7 @@ class TokenVerifier:
         return (
             mine.keys() == theirs.keys()
             and all(mine[name].keys is theirs[name].keys for name in mine)
+            and all(mine[name].introspector is theirs[name].introspector for name in mine)
             and all(checks(mine[name]) == checks(theirs[name]) for name in mine)
             and self._kept == other._kept
             and self._cache_size == other._cache_size
@@ -272,14 +297,15 @@ class TokenVerifier:
 
         `audience`, when given (a route's own), replaces the issuer's `audiences`."""
         if not self._verified.enabled:
-            return await self._verify(token, audience)
+            return await self._verify(token, audience, cache_key(token, None))
         key = cache_key(token, audience)
         # Taken before any key lookup: a key set that changes meanwhile makes this entry stale.
         generation = self._generation()
         cached = self._verified.get(key, generation=generation)
         if cached is not None:
             return cached
-        principal = await self._verify(token, audience)
+        digest = key if audience is None else cache_key(token, None)
+        principal = await self._verify(token, audience, digest)
         self._verified.put(
             key, principal, generation=generation, usable_for=self._usable_for(principal)
         )
@@ -297,7 +323,10 @@ class TokenVerifier:
             return sources[0].generation
         return sum(source.generation for source in sources)
 
-    async def _verify(self, token: str, audience: str | None) -> Principal:
+    async def _verify(self, token: str, audience: str | None, digest: bytes) -> Principal:
+        """`digest` is the token's own cache key (without audience), for introspection."""
+        if self._introspecting is not None and token.count(".") != 2:
+            return await self._introspected(token, audience, digest, self._introspecting)
         header, claims = parse_unverified(token)
         alg = header.get("alg")
         # KEY_SHAPES names asymmetric algorithms only: never `none`, never an HMAC.
@@ -316,11 +345,43 @@ class TokenVerifier:
         key = await plan.keys.key_for(kid, alg)
         self._check_signature(token, key, alg)
         self._check_claims(claims, plan, audience)
+        if plan.introspects_jwts:  # revocation: the issuer must still call the token active
+            assert plan.introspector is not None
+            answer = await plan.introspector.active_claims(token, digest)
+            return self._principal(claims, plan, self._introspection_lifetime(answer, plan))
+        return self._principal(claims, plan)
+
+    async def _introspected(
+        self, token: str, audience: str | None, digest: bytes, plan: _Plan
+    ) -> Principal:
+        """An opaque token: the issuer's answer, checked as a JWT's claims are (SPEC §6.4):
+        `iss` when present must be the issuer, `aud` when present must name the API,
+        `required_claims`, `exp`/`nbf`/`iat` with leeway; the scopes from `scope` and
+        `scope_claims`."""
+        assert plan.introspector is not None
+        claims = await plan.introspector.active_claims(token, digest)
+        if claims.get("iss", plan.issuer.issuer) != plan.issuer.issuer:
+            raise Denied(Reason.INVALID_ISSUER, "the introspected token names another issuer")
+        self._check_claims(claims, plan, audience, audience_optional=True)
+        return self._principal(claims, plan, self._introspection_lifetime(claims, plan))
+
+    def _introspection_lifetime(self, answer: Mapping[str, Any], plan: _Plan) -> float:
+        """Until when an introspection answer may be reused: `cache_ttl` from now, never past
+        the token's `exp`."""
+        assert plan.issuer.introspection is not None
+        until = self._clock() + plan.issuer.introspection.cache_ttl
+        exp = answer.get("exp")
+        return until if exp is None else min(until, float(exp))
+
+    def _principal(
+        self, claims: dict[str, Any], plan: _Plan, cache_until: float | None = None
+    ) -> Principal:
         claims["iss"] = plan.issuer.issuer  # equal, and shared by every token of the issuer
         scopes = self._shared(granted_scopes(claims, plan.issuer.scope_claims))
         kept = claims if self._kept is None else self._kept_of(claims)
         exp = claims.get("exp")  # a finite number if present: check_claim_types saw to it
-        return Principal(kept, scopes, plan.issuer.issuer, None if exp is None else float(exp))
+        expires_at = None if exp is None else float(exp)
+        return Principal(kept, scopes, plan.issuer.issuer, expires_at, cache_until=cache_until)
 
     def _kept_of(self, claims: Mapping[str, Any]) -> KeptClaims:
         names = self._shared(tuple([name for name in self._kept_order if name in claims]))
@@ -365,9 +426,17 @@ class TokenVerifier:
         if not key.Algorithm.verify(signing_input.encode("ascii"), key.key, signature):
             raise Denied(Reason.BAD_SIGNATURE, "the token's signature does not verify")
 
-    def _check_claims(self, claims: Mapping[str, Any], plan: _Plan, audience: str | None) -> None:
+    def _check_claims(
+        self,
+        claims: Mapping[str, Any],
+        plan: _Plan,
+        audience: str | None,
+        *,
+        audience_optional: bool = False,
+    ) -> None:
         """RFC 7519 §4.1 with leeway, in PyJWT's order (the first failure names the denial):
-        required claims, `iat` and `nbf` not in the future, `exp` not past, then the audience."""
+        required claims, `iat` and `nbf` not in the future, `exp` not past, then the audience
+        (which an introspection answer may leave out: `audience_optional`)."""
         for name in plan.issuer.required_claims:
             if claims.get(name) is None:
                 raise Denied(Reason.MISSING_CLAIM, f"the token has no {name} claim")
@@ -385,6 +454,8 @@ class TokenVerifier:
             return  # nothing configured to compare `aud` with
         aud = claims.get("aud")
         if not aud:
+            if audience_optional:
+                return
             raise Denied(Reason.MISSING_CLAIM, "the token has no aud claim")
         granted = (aud,) if isinstance(aud, str) else aud
         if not any(wanted in granted for wanted in audiences):

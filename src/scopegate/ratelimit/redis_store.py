@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from scopegate.pipeline.rate_limits import Counted, Outcome, outcome
 from scopegate.ratelimit.resp import RedisError, RespClient
 
 PREFIX = "scopegate:rl:"
+PROOF_PREFIX = "scopegate:dpop:"  # DPoP proofs used (SPEC §6.4), shared like the counts
 
 # KEYS: one per rule; ARGV: limit, window for each. Returns allowed, remaining, wait for each,
 # wait as text (a Lua number returned to Redis would be cut to an integer).
@@ -91,6 +93,20 @@ class RedisStore:
                 raise
         # A Redis that restarted, or was flushed, has lost the script: EVAL loads it again.
         return await self._client.call(b"EVAL", self._script, *args)
+
+    async def first_use(self, key: str, seconds: float) -> bool:
+        """Whether `key` (a DPoP proof's) is new to every worker and replica sharing this Redis:
+        it is then remembered for `seconds` (`SET NX PX`, atomic). Raises as `spend` does."""
+        milliseconds = b"%d" % max(1, math.ceil(seconds * 1000))
+        try:
+            async with asyncio.timeout(self._timeout):
+                reply = await self._client.call(
+                    b"SET", (PROOF_PREFIX + key).encode(), b"1", b"PX", milliseconds, b"NX"
+                )
+        except TimeoutError:
+            self._client.reset()
+            raise
+        return reply is not None
 
     async def close(self) -> None:
         await self._client.close()

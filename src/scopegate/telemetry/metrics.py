@@ -198,6 +198,13 @@ class Metrics:
             registry=registry,
             multiprocess_mode="max",
         )
+        self.introspections = Counter(
+            "scopegate_introspections_total",
+            "RFC 7662 introspection calls per issuer, by result: active, inactive, or error "
+            "(no usable answer: the request was answered 503 issuer_unavailable).",
+            ["issuer", "result"],
+            registry=registry,
+        )
 
     def _declare_tls_metrics(self, registry: CollectorRegistry) -> None:
         self.tls_certificate_expiry = Gauge(
@@ -287,6 +294,9 @@ class Metrics:
 
     def rate_limit_store_failed(self) -> None:
         self.rate_limit_store_errors.inc()
+
+    def introspected(self, issuer: str, result: str) -> None:
+        self.introspections.labels(issuer=issuer, result=result).inc()
 
     def jwks_fetched(self, issuer: str, ok: bool, key_count: int, at: float | None) -> None:
         self.jwks_fetches.labels(issuer=issuer, result="ok" if ok else "error").inc()

@@ -40,21 +40,39 @@ def _quoted(value: str) -> str:
     return '"' + _UNSAFE_IN_QUOTED.sub("?", value) + '"'
 
 
-def challenge(denied: Denied, resource_metadata: str | None = None) -> str | None:
-    """The `WWW-Authenticate` value for a denial, or None when the answer carries no challenge.
-    A 401's names `resource_metadata`, the URL of the RFC 9728 document, when there is one."""
+def challenge(
+    denied: Denied, resource_metadata: str | None = None, dpop_algs: str | None = None
+) -> list[str]:
+    """The `WWW-Authenticate` values for a denial: none when the answer carries no challenge,
+    else a Bearer one (RFC 6750 §3), and a DPoP one (RFC 9449 §7.1) when `dpop_algs` says which
+    proof algorithms are accepted. The error is said in the challenge of the scheme the request
+    used. A 401's Bearer challenge names `resource_metadata`, the URL of the RFC 9728 document,
+    when there is one."""
     if not denied.challenge or denied.reason not in CHALLENGE_REASONS:
-        return None
+        return []
     params = [f"realm={_quoted(REALM)}"]
-    error = denied.reason.oauth_error
-    if error is not None:  # RFC 6750 §3.1: a request with no credentials gets no error code
-        params.append(f"error={_quoted(error)}")
-        params.append(f"error_description={_quoted(denied.detail)}")
-    if denied.scope is not None:
-        params.append(f"scope={_quoted(denied.scope)}")
+    error = [] if denied.reason.oauth_error is None else _error_params(denied)
+    if not denied.dpop:
+        params += error
     if resource_metadata is not None and denied.status == 401:
         params.append(f"resource_metadata={_quoted(resource_metadata)}")
-    return "Bearer " + ", ".join(params)
+    challenges = ["Bearer " + ", ".join(params)]
+    if dpop_algs is not None:
+        dpop = error if denied.dpop else []
+        challenges.append("DPoP " + ", ".join([*dpop, f"algs={_quoted(dpop_algs)}"]))
+    return challenges
+
+
+def _error_params(denied: Denied) -> list[str]:
+    """RFC 6750 §3.1: a request with no credentials gets no error code; any other names one."""
+    # A denial may name a finer code than its reason's (RFC 9449 §9 `use_dpop_nonce`).
+    error = getattr(denied, "error", None) or denied.reason.oauth_error
+    assert error is not None
+    params = [f"error={_quoted(error)}", f"error_description={_quoted(denied.detail)}"]
+    if denied.scope is not None:
+        params.append(f"scope={_quoted(denied.scope)}")
+    params += [f"{name}={_quoted(value)}" for name, value in denied.challenge_params]
+    return params
 
 
 def problem_body(status: int, title: str, detail: str, slug: str) -> bytes:
@@ -65,13 +83,18 @@ def problem_body(status: int, title: str, detail: str, slug: str) -> bytes:
 
 
 def problem_answer(
-    denied: Denied, rid: str, *, close: bool = False, resource_metadata: str | None = None
+    denied: Denied,
+    rid: str,
+    *,
+    close: bool = False,
+    resource_metadata: str | None = None,
+    dpop_algs: str | None = None,
 ) -> Answer:
-    """The complete answer to a denied request; `resource_metadata` as for `challenge`."""
+    """The complete answer to a denied request; `resource_metadata` and `dpop_algs` as for
+    `challenge`."""
     reason = denied.reason
     answer = plain_problem(denied.status, reason.heading, denied.detail, str(reason), rid)
-    www_authenticate = challenge(denied, resource_metadata)
-    if www_authenticate is not None:
+    for www_authenticate in challenge(denied, resource_metadata, dpop_algs):
         answer.add("WWW-Authenticate", www_authenticate)
     if denied.allow:
         answer.add("Allow", ", ".join(denied.allow))

@@ -74,6 +74,8 @@ def scopegate_metrics() -> CollectorRegistry:
     metrics.upstream_failed(UPSTREAM, "timeout")
     metrics.jwks_fetched(ISSUER, ok=True, key_count=2, at=time.time())
     metrics.jwks_fetched(ISSUER, ok=False, key_count=0, at=None)
+    for result in ("active", "inactive", "error"):
+        metrics.introspected(ISSUER, result)
     metrics.certificate_expires("listen", time.time() + 30 * 86400)
     for result in ("ok", "error"):
         metrics.config_reloads.labels(result=result).inc()

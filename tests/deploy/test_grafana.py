@@ -240,6 +240,8 @@ def test_a_misspelt_name_finds_no_series(prometheus: Prometheus, misspelt: str, 
             r'sum by \(route\) \(rate\(scopegate_denials_total\{[^}]*reason="rate_limited"',
         ),
         ("rate-limit store errors", r"rate\(scopegate_rate_limit_store_errors_total"),
+        ("introspections by result", r"by \(issuer, result\) .*scopegate_introspections_total"),
+        ("failed TLS handshakes", r"rate\(scopegate_tls_handshake_failures_total"),
         (
             "days until certificates expire",
             r"min by \(certificate\) \(scopegate_tls_certificate_expiry_timestamp_seconds"

@@ -15,6 +15,7 @@ body limit) is checked as everywhere, and only a verified token's identity is fo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -75,6 +76,10 @@ class Gateway:
         try:
             await self._decide_and_forward(exchange, runtime)
         except Denied as denied:
+            if exchange.dpop_scheme and not denied.dpop:
+                # RFC 9449 §7.1: a request that came with the DPoP scheme hears why in the
+                # DPoP challenge, whichever check refused it.
+                denied = dataclasses.replace(denied, dpop=True)
             exchange.reason = denied.reason
             self._metrics.denied(exchange.route, denied.reason)
             close = _must_close(request, denied)
@@ -162,7 +167,8 @@ class Gateway:
         principal = exchange.principal
         if principal.bound_to is not None:  # RFC 8705: a certificate-bound token
             check_binding(principal.bound_to, _client_certificate(exchange, runtime))
-        if runtime.dpop.applies(principal, exchange.dpop_scheme):  # RFC 9449
+        dpop = runtime.dpop  # RFC 9449; `DpopPolicy.applies`, written out: every request asks
+        if exchange.dpop_scheme or principal.dpop_bound_to is not None or dpop.required_somewhere:
             await self._check_dpop(exchange, runtime)
         require(route.scopes, principal.scopes)
         if route.steps_up:  # RFC 9470

@@ -206,10 +206,13 @@ class Route:
     # OpenAPI operation (SPEC §6.6); None for a route written under `routes:`.
     origin: str | None = None
 
-    @property
-    def steps_up(self) -> bool:
-        """Whether this route asks for a particular authentication (RFC 9470)."""
-        return self.acr_values is not None or self.max_age is not None
+    # Whether this route asks for a particular authentication (RFC 9470): set from the two
+    # above, a field rather than a property because every request reads it.
+    steps_up: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        steps_up = self.acr_values is not None or self.max_age is not None
+        object.__setattr__(self, "steps_up", steps_up)
 
     @property
     def allowed_methods(self) -> frozenset[str] | None:

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from scopegate.config.algorithms import SIGNING_ALGORITHMS
 from scopegate.config.model import WELL_KNOWN_RESOURCE_METADATA, Config
 
 
@@ -40,8 +41,11 @@ def published_metadata(config: Config) -> PublishedMetadata | None:
         "authorization_servers": [issuer.issuer for issuer in config.issuers],
         "scopes_supported": scopes,
         "bearer_methods_supported": ["header"],
-        "dpop_bound_access_tokens_required": False,
+        # RFC 9449 §5.1 / RFC 9728 §2: required when every issuer's tokens must be DPoP-bound.
+        "dpop_bound_access_tokens_required": all(i.dpop == "required" for i in config.issuers),
     }
+    if any(issuer.dpop != "disabled" for issuer in config.issuers):
+        document["dpop_signing_alg_values_supported"] = list(SIGNING_ALGORITHMS)
     if metadata.documentation is not None:
         document["resource_documentation"] = metadata.documentation
     path = urlsplit(metadata.public_url).path + WELL_KNOWN_RESOURCE_METADATA

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -97,21 +98,102 @@ def _add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
 
 
+_TOKEN_EXAMPLES = """\
+examples (the issuer is the one `scopegate demo` prints):
+  TOKEN=$(scopegate token --issuer ISSUER --audience https://contacts.example.com \\
+            --scopes read:contacts)
+  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/contacts
+
+  # an opaque token, which the gateway introspects at the demo issuer:
+  TOKEN=$(scopegate token --opaque --issuer ISSUER --audience https://contacts.example.com)
+
+  # a DPoP-bound token and a proof for one request (eval sets DPOP_TOKEN and DPOP_PROOF):
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out client.pem
+  eval "$(scopegate token --issuer ISSUER --audience https://contacts.example.com \\
+            --scopes read:contacts --dpop-key client.pem \\
+            --url http://127.0.0.1:8080/contacts)"
+  curl -H "Authorization: DPoP $DPOP_TOKEN" -H "DPoP: $DPOP_PROOF" \\
+       http://127.0.0.1:8080/contacts
+
+  # a proof is good for one request: a fresh one for the same token (sets DPOP_PROOF):
+  eval "$(scopegate token --dpop-key client.pem --proof-for "$DPOP_TOKEN" \\
+            --method GET --url http://127.0.0.1:8080/contacts)"
+
+  # step-up (RFC 9470): signed in with MFA ten minutes ago
+  scopegate token --issuer ISSUER --audience https://contacts.example.com \\
+            --acr mfa --auth-time -600
+"""
+
+
+def _auth_time(text: str) -> int:
+    """`--auth-time`: seconds since the epoch, or -N for N seconds ago."""
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not whole seconds: give seconds since the epoch, or -N for N seconds ago"
+        ) from None
+    return seconds if seconds >= 0 else int(time.time()) + seconds
+
+
 def _add_token_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token = commands.add_parser(
         "token",
-        help="mint a signed development token",
-        description="Mint a development token signed with --key (a PEM private key), or by a "
-        "running `scopegate demo` issuer when --key is left out. Never for production.",
+        help="mint a development token (JWT, opaque or DPoP-bound)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Mint a development token signed with --key (a PEM private key), or by a\n"
+        "running `scopegate demo` issuer when --key is left out. Never for production.\n\n"
+        "The token alone is printed, so that TOKEN=$(scopegate token ...) works. With\n"
+        "--dpop-key, the token is bound to that key (RFC 9449) and two shell assignments\n"
+        "are printed instead, DPOP_TOKEN=... and DPOP_PROOF=... (a proof for --method and\n"
+        '--url): run the command in eval "$(...)" and use both variables.',
+        epilog=_TOKEN_EXAMPLES,
     )
-    token.add_argument("--key", type=Path, help="PEM private key to sign with")
+    token.add_argument(
+        "--key", type=Path, metavar="FILE", help="PEM private key to sign a JWT with"
+    )
     token.add_argument("--kid", help="key id for the header (default: the key's thumbprint)")
     token.add_argument("--alg", help="signing algorithm (default: from the key type)")
-    token.add_argument("--issuer", required=True, help="the iss claim (a demo issuer's URL)")
-    token.add_argument("--audience", required=True, help="the aud claim")
-    token.add_argument("--subject", default="dev-user", help="the sub claim (default dev-user)")
-    token.add_argument("--scopes", default="", help='space-separated scopes, e.g. "read:contacts"')
-    token.add_argument("--lifetime", type=int, default=300, help="seconds until exp (default 300)")
+    token.add_argument(
+        "--issuer", help="the iss claim (a demo issuer's URL); required but with --proof-for"
+    )
+    token.add_argument("--audience", help="the aud claim; required but with --proof-for")
+    token.add_argument("--subject", help="the sub claim (default dev-user)")
+    token.add_argument("--scopes", help='space-separated scopes, e.g. "read:contacts"')
+    token.add_argument("--lifetime", type=int, help="seconds until exp (default 300)")
+    token.add_argument(
+        "--opaque",
+        action="store_true",
+        help="an opaque token instead of a JWT, which the gateway introspects (RFC 7662) at the "
+        "demo issuer: only with a demo issuer, not with --key",
+    )
+    token.add_argument(
+        "--dpop-key",
+        type=Path,
+        metavar="FILE",
+        help="PEM private key (EC, RSA or Ed25519) to bind the token to (cnf.jkt); prints "
+        "DPOP_TOKEN=... and DPOP_PROOF=..., a proof for --method and --url",
+    )
+    token.add_argument(
+        "--url", help="with --dpop-key: the gateway URL the request goes to (required)"
+    )
+    token.add_argument("--method", help="with --dpop-key: the request's method (default GET)")
+    token.add_argument(
+        "--proof-for",
+        metavar="TOKEN",
+        help="with --dpop-key and --url: print only DPOP_PROOF=..., a fresh proof for this "
+        "token (a proof is good for one request)",
+    )
+    token.add_argument(
+        "--acr", metavar="VALUE", help="the acr claim: how the user signed in, e.g. mfa"
+    )
+    token.add_argument(
+        "--auth-time",
+        type=_auth_time,
+        metavar="SECONDS",
+        help="the auth_time claim: when the user signed in, in seconds since the epoch, or -N "
+        "for N seconds ago (--auth-time=-600: ten minutes ago)",
+    )
 
 
 def _add_explain_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -194,20 +276,26 @@ def _explain(path: Path, method: str, target: str, token: str | None, scopes: st
 
 
 def _token(args: argparse.Namespace) -> int:
-    from scopegate.devtools.token_command import run_token
+    from scopegate.devtools.token_command import TokenOptions, run_token
 
-    return run_token(
+    options = TokenOptions(
+        issuer=args.issuer,
+        audience=args.audience,
         key=args.key,
         kid=args.kid,
         alg=args.alg,
-        issuer=args.issuer,
-        audience=args.audience,
         subject=args.subject,
         scopes=args.scopes,
         lifetime=args.lifetime,
-        out=sys.stdout,
-        err=sys.stderr,
+        opaque=args.opaque,
+        dpop_key=args.dpop_key,
+        url=args.url,
+        method=args.method,
+        acr=args.acr,
+        auth_time=args.auth_time,
+        proof_for=args.proof_for,
     )
+    return run_token(options, sys.stdout, sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

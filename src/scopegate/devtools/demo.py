@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 import socket
 import sys
@@ -34,7 +35,7 @@ from scopegate.config.load import load_config_text
 from scopegate.config.model import Config
 from scopegate.devtools.certs import ClientFiles, LocalAuthority, ServerFiles, load_certificate
 from scopegate.devtools.contacts import ContactsApi
-from scopegate.devtools.issuer import DevIssuer
+from scopegate.devtools.issuer import INTROSPECTION_CLIENT_ID, DevIssuer
 from scopegate.devtools.keys import generate
 from scopegate.devtools.webapp import page_app
 from scopegate.pipeline.binding import thumbprint
@@ -89,7 +90,8 @@ class Example:
 
 
 def demo_config(issuer: str, upstream: str, port: int, admin_port: int, page_origin: str,
-                tls: DemoTls | None = None) -> Config:  # fmt: skip
+                tls: DemoTls | None = None, *, introspection_secret: str) -> Config:  # fmt: skip
+    """`demo.yaml` with its addresses, and the secret the gateway introspects tokens with."""
     text = resources.files("scopegate.devtools").joinpath("demo.yaml").read_text()
     if tls is not None:
         text += tls.section()
@@ -99,6 +101,7 @@ def demo_config(issuer: str, upstream: str, port: int, admin_port: int, page_ori
         "SCOPEGATE_DEMO_PORT": str(port),
         "SCOPEGATE_DEMO_ADMIN_PORT": str(admin_port),
         "SCOPEGATE_DEMO_PAGE_ORIGIN": page_origin,
+        "SCOPEGATE_DEMO_INTROSPECTION_SECRET": introspection_secret,
     }
     return load_config_text(text, "demo.yaml", env)
 
@@ -179,7 +182,8 @@ async def running_demo(
 ) -> AsyncIterator[RunningDemo]:
     """Start the issuer, the contacts API, the gateway and the browser app's page server on
     loopback (port 0: a free one); stop them all when the context exits."""
-    issuer = DevIssuer(generate("RS256"))
+    issuer = DevIssuer(generate("RS256"), client_id=INTROSPECTION_CLIENT_ID,
+                       client_secret=secrets.token_urlsafe(32))  # fmt: skip
     contacts = ContactsApi()
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback((await issuer.start(HOST, 0)).cleanup)
@@ -189,7 +193,8 @@ async def running_demo(
         page_socket = _listen(stack, page_port)
         page = f"http://localhost:{page_socket.getsockname()[1]}"
         tls = None if tls_dir is None else DemoTls.make(tls_dir)
-        config = demo_config(issuer.url, upstream, port, admin_port, page, tls)
+        config = demo_config(issuer.url, upstream, port, admin_port, page, tls,
+                             introspection_secret=issuer.client_secret)  # fmt: skip
         running = await stack.enter_async_context(RunningGateway.start(config, shutdown_grace=2.0))
         await _until_ready(running)
         gateway = f"{'http' if tls is None else 'https'}://{HOST}:{running.public_port}"

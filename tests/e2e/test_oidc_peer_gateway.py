@@ -6,6 +6,7 @@ gateway checks them in front of a recording upstream, which proves that nothing 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from tests.support.oidc_provider import (
     INTROSPECTION_CLIENT,
     JWT_RESOURCE,
     OPAQUE_RESOURCE,
+    SHORT_LIVED_RESOURCE,
     OidcProvider,
     running_provider,
 )
@@ -33,7 +35,7 @@ listen: 127.0.0.1:0
 admin_listen: 127.0.0.1:0
 issuers:
   - issuer: {issuer}
-    audiences: [{jwt_resource}, {opaque_resource}]
+    audiences: [{jwt_resource}, {opaque_resource}, {short_lived}]
     algorithms: [RS256]
     leeway: 0
     introspection:
@@ -105,6 +107,7 @@ async def _peer(monkeypatch: pytest.MonkeyPatch, cache_ttl: float) -> AsyncItera
     async with running_provider() as provider, RecordingUpstream() as upstream:
         text = CONFIG.format(
             issuer=provider.issuer, jwt_resource=JWT_RESOURCE, opaque_resource=OPAQUE_RESOURCE,
+            short_lived=SHORT_LIVED_RESOURCE,
             client_id=INTROSPECTION_CLIENT.client_id, cache_ttl=cache_ttl, upstream=upstream.url,
         )  # fmt: skip
         registry = CollectorRegistry()
@@ -160,6 +163,17 @@ async def test_a_revoked_token_answered_before_is_accepted_until_cache_ttl_ends(
     assert await peer.call("/contacts", token) == 200
     await peer.provider.revoke(token)
     assert await peer.call("/contacts", token) == 200
+
+
+async def test_an_expired_opaque_token_is_refused_once_its_exp_has_passed(peer: Peer) -> None:
+    """`cache_ttl` is 60 s but the token lives 2 s: its answer is not reused past `exp`, and
+    the provider then calls it inactive."""
+    token = await peer.provider.client_credentials("read:contacts", resource=SHORT_LIVED_RESOURCE)
+    assert await peer.call("/contacts", token) == 200
+    await asyncio.sleep(3.1)
+    assert await peer.call("/contacts", token) == 401
+    assert peer.denied("inactive_token") == 1
+    assert len(peer.upstream.received) == 1
 
 
 async def test_an_opaque_token_for_another_audience_is_refused(peer: Peer) -> None:

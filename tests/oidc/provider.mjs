@@ -26,6 +26,8 @@ import Provider, { errors } from 'oidc-provider';
 const port = Number(process.argv[2]);
 const resource = process.argv[3];
 const opaqueResource = process.argv[4] || 'https://opaque.example.com';
+// Opaque tokens that expire 2 s after they are issued: how a gateway meets an expired one.
+const shortLivedResource = 'https://short-lived.example.com';
 const issuer = `http://127.0.0.1:${port}`;
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 
@@ -142,8 +144,8 @@ const provider = new Provider(issuer, {
       getResourceServerInfo: (ctx, indicator) => ({
         scope: SCOPE,
         audience: indicator,
-        accessTokenTTL: TOKEN_TTL,
-        ...(indicator === opaqueResource
+        accessTokenTTL: indicator === shortLivedResource ? 2 : TOKEN_TTL,
+        ...(indicator === opaqueResource || indicator === shortLivedResource
           ? { accessTokenFormat: 'opaque' }
           : { accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }),
       }),

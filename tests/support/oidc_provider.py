@@ -112,6 +112,7 @@ PEER = Path(__file__).parents[1] / "oidc"
 
 JWT_RESOURCE = "https://contacts.example.com"
 OPAQUE_RESOURCE = "https://opaque.example.com"
+SHORT_LIVED_RESOURCE = "https://short-lived.example.com"  # opaque tokens that live 2 s
 SCOPES = ("read:contacts", "create:contacts", "delete:contacts")
 ACCOUNT = "alice"
 REDIRECT_URI = "http://127.0.0.1/cb"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import re
 import shutil
 import statistics
@@ -40,7 +41,11 @@ from pathlib import Path
 import peers
 from procs import free_port, started, tree, wait_port
 
+from scopegate.devtools.dpop import make_proof
+from scopegate.devtools.keys import load_pem
+
 ROOT = Path(__file__).resolve().parent.parent
+MEASURE = "instructions"  # or, with --native, "µs of CPU"
 OUT = Path(__file__).resolve().parent / "out"
 WARM_UP = 50
 
@@ -50,7 +55,7 @@ class Case:
     name: str
     server: str  # bare | scopegate
     path: str = "/contacts"
-    token: str | None = None  # warm | new | denied
+    token: str | None = None  # warm | new | denied | opaque | dpop (SPEC §6.4)
     routes: int = 10
     status: int = 200
     workers: int = 1
@@ -102,6 +107,10 @@ CASES = [
         status=404,
         headers=PREFLIGHT_HEADERS,
     ),
+    Case("scopegate, opaque token, introspected once (warm)", "scopegate", token="opaque"),
+    Case(
+        "scopegate, DPoP-bound token (warm), a new proof every request", "scopegate", token="dpop"
+    ),
     Case("scopegate, report-only, valid token (warm)", "scopegate", token="warm", enforce="report"),
     Case(
         "scopegate, memory rate limit, valid token (warm)",
@@ -139,8 +148,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--only", action="append", default=[], metavar="WORDS",
                         help="only the cases whose name contains WORDS (repeatable)")  # fmt: skip
+    parser.add_argument("--native", action="store_true",
+                        help="no valgrind: the server's CPU time (user + system, from /proc) per "
+                             "request instead, for what valgrind does not emulate (crypto)")  # fmt: skip
     args = parser.parse_args()
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+    if args.native:
+        global MEASURE
+        MEASURE = "µs of CPU"
+    elif shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind is needed: apt-get install valgrind", file=sys.stderr)
         return 2
     cases = [c for c in CASES if not args.only or any(w in c.name for w in args.only)]
@@ -164,18 +179,18 @@ def main() -> int:
             for round_ in range(args.rounds):
                 for case in cases:
                     per_request = _count(tmp, case, issuer, (up_port, redis_port), tokens, denied,
-                                         args.requests)  # fmt: skip
+                                         args.requests, native=args.native)  # fmt: skip
                     counts[case].append(per_request)
-                    print(f"round {round_ + 1}: {case.name}: {per_request:,.0f} instructions"
+                    print(f"round {round_ + 1}: {case.name}: {per_request:,.1f} {MEASURE}"
                           " per request", flush=True)  # fmt: skip
     print(_table(counts, args, upstream_name))
     return 0
 
 
 def _count(tmp: Path, case: Case, issuer: str, ports: tuple[int, int], tokens: list[str],
-           denied: str, requests: int) -> float:  # fmt: skip
-    """Instructions per request of `case`'s server, counted after its warm-up; `ports`: the
-    upstream's and Redis's."""
+           denied: str, requests: int, *, native: bool = False) -> float:  # fmt: skip
+    """Instructions per request of `case`'s server, counted after its warm-up (`native`: µs of
+    CPU instead); `ports`: the upstream's and Redis's."""
     upstream_port, redis_port = ports
     port = free_port()
     store = {"memory": "memory", "redis": f"redis://127.0.0.1:{redis_port}/0"}
@@ -186,7 +201,9 @@ def _count(tmp: Path, case: Case, issuer: str, ports: tuple[int, int], tokens: l
         config = peers.scopegate_config(tmp, "instructions", issuer, upstream_port, port,
                                         routes=case.routes, enforce=case.enforce,
                                         cors=case.cors,
-                                        rate_limit=store.get(case.rate_limit or ""))  # fmt: skip
+                                        rate_limit=store.get(case.rate_limit or ""),
+                                        introspection=case.token == "opaque",
+                                        dpop=case.token == "dpop")  # fmt: skip
         command = peers.scopegate_command(config, case.workers)
     for old in tmp.glob("callgrind.out*"):
         old.unlink()
@@ -194,6 +211,8 @@ def _count(tmp: Path, case: Case, issuer: str, ports: tuple[int, int], tokens: l
     # natively.
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.out.%p",
                 "--trace-children=yes", "--trace-children-skip-by-arg=scopegate.commands.loading"]  # fmt: skip
+    if native:
+        valgrind = []
     with started([*valgrind, *command], None, cwd=ROOT, grace=300) as server:
         wait_port(port, seconds=600)
         _wait_ready(config)
@@ -201,13 +220,20 @@ def _count(tmp: Path, case: Case, issuer: str, ports: tuple[int, int], tokens: l
             warm_up, measured = tokens[:WARM_UP], tokens[WARM_UP : WARM_UP + requests]
         else:
             token = {"warm": tokens[0], "denied": denied}.get(case.token or "")
+            if case.token in ("opaque", "dpop"):
+                token = _other_kind(tmp, case.token)
             warm_up, measured = [token] * WARM_UP, [token] * requests
-        _send(port, case, warm_up, wait_for_keys=True)
+        proofs = _proofs(tmp, case, port, warm_up[0], WARM_UP + requests)
+        _send(port, case, warm_up, proofs[:WARM_UP], wait_for_keys=True)
         processes = [server.pid, *(pid for pid in tree(server.pid) if _is_worker(pid))]
         if len(processes) != 1 + (case.workers if case.workers > 1 else 0):
             raise RuntimeError(f"{case.name}: expected {case.workers} worker(s): {processes}")
+        if native:
+            before = sum(_cpu_seconds(pid) for pid in processes)
+            _send(port, case, measured, proofs[WARM_UP:])
+            return (sum(_cpu_seconds(pid) for pid in processes) - before) / requests * 1e6
         _callgrind_control("-z", processes)
-        _send(port, case, measured)
+        _send(port, case, measured, proofs[WARM_UP:])
         _callgrind_control("-d", processes)
         total = 0
         for pid in processes:  # the dump callgrind_control asked for: callgrind.out.<pid>.1
@@ -218,11 +244,28 @@ def _count(tmp: Path, case: Case, issuer: str, ports: tuple[int, int], tokens: l
     return total / requests
 
 
-def _send(port: int, case: Case, tokens: Sequence[str | None], *,
+def _other_kind(tmp: Path, kind: str) -> str:
+    """The first opaque or DPoP-bound token `bench/issuer.py` wrote."""
+    return (tmp / "tokens.txt").with_suffix(f".{kind}").read_text().splitlines()[0]
+
+
+def _proofs(tmp: Path, case: Case, port: int, token: str | None, count: int) -> list[str | None]:
+    """A DPoP proof for each request of a `dpop` case (a proof is good once), made before the
+    count starts; None for every other case."""
+    if case.token != "dpop" or token is None:
+        return [None] * count
+    key = load_pem((tmp / "tokens.txt").with_suffix(".dpop.pem"))
+    url = f"http://127.0.0.1:{port}{case.path}"
+    return [make_proof(key, case.method, url, access_token=token) for _ in range(count)]
+
+
+def _send(port: int, case: Case, tokens: Sequence[str | None],
+          proofs: Sequence[str | None] | None = None, *,
           wait_for_keys: bool = False) -> None:  # fmt: skip
     """One request per token, one after another, taking turns on `case.connections` keep-alive
     connections; each answer's status is checked. Until a server (or worker) has its keys it
-    may answer 503: `wait_for_keys` retries such a request for up to two minutes."""
+    may answer 503: `wait_for_keys` retries such a request for up to two minutes. With
+    `proofs`, each request goes with the DPoP scheme and its own proof."""
     connections = [
         http.client.HTTPConnection("127.0.0.1", port, timeout=300) for _ in range(case.connections)
     ]
@@ -232,8 +275,11 @@ def _send(port: int, case: Case, tokens: Sequence[str | None], *,
             connection = connections[index % len(connections)]
             while True:
                 headers = dict(case.headers)
+                proof = proofs[index] if proofs else None
                 if token is not None:
-                    headers["Authorization"] = f"Bearer {token}"
+                    headers["Authorization"] = f"{'DPoP' if proof else 'Bearer'} {token}"
+                if proof is not None:
+                    headers["DPoP"] = proof
                 connection.request(case.method, case.path, headers=headers)
                 answer = connection.getresponse()
                 answer.read()
@@ -275,6 +321,12 @@ def _is_worker(pid: int) -> bool:
         return False
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc (clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _callgrind_control(option: str, pids: list[int]) -> None:
     subprocess.run(["callgrind_control", option, *map(str, pids)], check=True,
                    capture_output=True, timeout=300)  # fmt: skip
@@ -298,21 +350,26 @@ def _table(counts: dict[Case, list[float]], args: argparse.Namespace, upstream: 
     bare = by_name.get(CASES[0].name)
     warm = by_name.get(CASES[2].name)
     lines = [
-        f"Date: {time.strftime('%Y-%m-%d')}. valgrind --tool=callgrind, {args.requests} requests"
+        f"Date: {time.strftime('%Y-%m-%d')}. "
+        f"{'CPU time, natively' if args.native else 'valgrind --tool=callgrind'}, "
+        f"{args.requests} requests"
         f" per case after {WARM_UP} of warm-up, one keep-alive connection (eight where the case"
         f" says so), {args.rounds} round(s) (median). Upstream: {upstream}.",
         "",
-        "| case | instructions/request | × bare proxy | × warm token | rounds |",
+        f"| case | {MEASURE}/request | × bare proxy | × warm token | rounds |",
         "|---|---:|---:|---:|---|",
     ]
     for case, values in counts.items():
         value = by_name[case.name]
-        spread = " / ".join(f"{v / 1000:,.1f} k" for v in values)
+        if args.native:
+            shown, spread = f"{value:.1f}", " / ".join(f"{v:.1f}" for v in values)
+        else:
+            shown, spread = f"{value:,.0f}", " / ".join(f"{v / 1000:,.1f} k" for v in values)
         lines.append(
-            f"| {case.name} | {value:,.0f} | {_ratio(value, bare)} | {_ratio(value, warm)} |"
-            f" {spread} |"
+            f"| {case.name} | {shown} | {_ratio(value, bare)} | {_ratio(value, warm)} | {spread} |"
         )
-    one, two = by_name.get(CASES[6].name), by_name.get(CASES[7].name)
+    one = by_name.get("scopegate, valid token, 8 connections")
+    two = by_name.get("scopegate --workers 2, valid token, 8 connections")
     if one and two:
         lines += ["", f"--workers 2 ÷ one worker, the same 8 connections: {two / one:.3f}"]
     return "\n".join(lines)

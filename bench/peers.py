@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from issuer import INTROSPECTION_CLIENT, INTROSPECTION_SECRET
 from procs import free_port, started, wait_port
 
 HERE = Path(__file__).resolve().parent
@@ -119,9 +120,17 @@ ORIGIN = "https://app.example.com"  # the web origin the CORS cases allow
 
 def scopegate_config(tmp: Path, name: str, issuer: str, upstream_port: int, port: int, *,
                      routes: int = 10, cache: int = 10_000, enforce: str = "enforce",
-                     cors: bool = False, rate_limit: str | None = None) -> Path:  # fmt: skip
+                     cors: bool = False, rate_limit: str | None = None,
+                     introspection: bool = False, dpop: bool = False) -> Path:  # fmt: skip
     """A configuration for the benches; `rate_limit`: a store for one per-subject rule on every
-    route, generous enough never to refuse a bench's requests."""
+    route, generous enough never to refuse a bench's requests; `introspection`: the issuer's
+    opaque tokens introspected at its endpoint (`bench/issuer.py`); `dpop`: DPoP accepted."""
+    extra = []
+    if introspection:
+        extra += ["    introspection:", f"      client_id: {INTROSPECTION_CLIENT}",
+                  f"      client_secret: {INTROSPECTION_SECRET}"]  # fmt: skip
+    if dpop:
+        extra.append("    dpop: allowed")
     lines = [
         f"enforce: {enforce}",
         f"cors: {{allow_origins: [{ORIGIN}]}}" if cors else "",
@@ -130,7 +139,7 @@ def scopegate_config(tmp: Path, name: str, issuer: str, upstream_port: int, port
         f"limits: {{token_cache_size: {cache}, max_body_bytes: 4294967296}}",
         f"listen: 127.0.0.1:{port}", f"admin_listen: 127.0.0.1:{free_port()}",
         "issuers:", f"  - issuer: {issuer}", f"    audiences: [{AUDIENCE}]",
-        "    algorithms: [RS256, ES256]",
+        "    algorithms: [RS256, ES256]", *extra,
         f"upstreams:\n  contacts: http://127.0.0.1:{upstream_port}",
         "routes:",
         "  - {path: /contacts, methods: [GET], upstream: contacts, scopes: [read:contacts]}",

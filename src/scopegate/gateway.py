@@ -76,7 +76,7 @@ class Gateway:
         try:
             await self._decide_and_forward(exchange, runtime)
         except Denied as denied:
-            if exchange.dpop_scheme and not denied.dpop:
+            if exchange.dpop_token is not None and not denied.dpop:
                 # RFC 9449 §7.1: a request that came with the DPoP scheme hears why in the
                 # DPoP challenge, whichever check refused it.
                 denied = dataclasses.replace(denied, dpop=True)
@@ -168,7 +168,8 @@ class Gateway:
         if principal.bound_to is not None:  # RFC 8705: a certificate-bound token
             check_binding(principal.bound_to, _client_certificate(exchange, runtime))
         dpop = runtime.dpop  # RFC 9449; `DpopPolicy.applies`, written out: every request asks
-        if exchange.dpop_scheme or principal.dpop_bound_to is not None or dpop.required_somewhere:
+        dpop_token = exchange.dpop_token
+        if dpop_token is not None or principal.dpop_bound_to is not None or dpop.required_somewhere:
             await self._check_dpop(exchange, runtime)
         require(route.scopes, principal.scopes)
         if route.steps_up:  # RFC 9470
@@ -194,11 +195,11 @@ class Gateway:
         accepts it twice; a Redis that fails leaves the check to this process (counted)."""
         request = exchange.request
         dpop = runtime.dpop
-        token = _token(exchange, runtime) if exchange.dpop_scheme else ""
+        token = exchange.dpop_token
         path = request.raw_path.partition("?")[0]
         now = time.time()
         proof = dpop.check(
-            exchange.principal, token, exchange.dpop_scheme, request.header_values(b"dpop"),
+            exchange.principal, token or "", token is not None, request.header_values(b"dpop"),
             method=request.method, url=dpop.url(request.scheme, request.header(b"host"), path),
             now=now,
         )  # fmt: skip
@@ -335,7 +336,7 @@ def _client_certificate(exchange: Exchange, runtime: Runtime) -> bytes | None:
 
 def _token(exchange: Exchange, runtime: Runtime) -> str:
     """The request's access token: from `Authorization` (Bearer, or DPoP when an issuer
-    accepts it, which `exchange.dpop_scheme` then says), or from the query of a WebSocket
+    accepts it, which `exchange.dpop_token` then holds), or from the query of a WebSocket
     upgrade on a route that allows it."""
     headers = exchange.request.header_values(b"authorization")
     limit = runtime.config.limits.max_token_bytes
@@ -349,7 +350,7 @@ def _token(exchange: Exchange, runtime: Runtime) -> str:
         token = extract_dpop(headers, limit)
         if token is None:
             raise
-        exchange.dpop_scheme = True
+        exchange.dpop_token = token
         return token
 
 

@@ -45,7 +45,7 @@ class Exchange:
     query_token: str | None = None
     # The peer is a proxy `forwarded_client_cert` trusts: its `Client-Cert` counts, and passes.
     via_trusted_proxy: bool = False
-    dpop_scheme: bool = False  # the token came as `Authorization: DPoP` (RFC 9449)
+    dpop_token: str | None = None  # the token, when it came as `Authorization: DPoP` (RFC 9449)
     answer_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     # CORS headers for an allowed `Origin` (SPEC §6.2): on every answer, replacing the
     # upstream's own; None without `cors:`, without an allowed origin, or on `cors: false`.

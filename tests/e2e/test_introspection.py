@@ -315,6 +315,16 @@ async def test_a_bad_answer_is_503_not_remembered_and_cached_tokens_keep_working
         assert len(setup.env.upstream.received) == 3
 
 
+async def test_an_exp_no_float_holds_is_a_malformed_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 400-digit integer is valid JSON but no time: 503 as any malformed answer, not a 500."""
+    async with introspecting(monkeypatch) as setup:
+        token = setup.grant("opaque-huge-exp", exp=10**400)
+        answer = await setup.get(token)
+        assert answer.status == 503
+        assert setup.results("error") == 1
+        assert setup.env.upstream.received == []
+
+
 async def test_a_slow_endpoint_is_503_within_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     async with introspecting(monkeypatch, timeout=0.3) as setup:
         token = setup.grant("opaque-slow")

@@ -5,23 +5,18 @@ scopes and refused otherwise."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 
 from scopegate.app import RunningGateway
 from scopegate.config.load import load_config_text
-from tests.e2e.conftest import closed_port, wait_ready
+from tests.e2e.conftest import wait_ready
+from tests.support.oidc_provider import running_provider
 from tests.support.rawhttp import exchange, request_bytes
-from tests.support.tools import require_tool
 from tests.support.upstream import RecordingUpstream
 
-PEER = Path(__file__).parents[1] / "oidc"
 RESOURCE = "https://contacts.example.com"
 CLIENT = ("scopegate-tests", "loopback-only-test-secret")
 
@@ -52,29 +47,8 @@ routes:
 
 @pytest.fixture(name="provider")
 async def _provider() -> AsyncIterator[str]:
-    node = require_tool("node", "Debian package nodejs")
-    if not (PEER / "node_modules" / "oidc-provider").is_dir():
-        message = "oidc-provider is not installed: npm ci --prefix tests/oidc"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    port = closed_port()
-    process = await asyncio.create_subprocess_exec(
-        node, str(PEER / "provider.mjs"), str(port), RESOURCE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert process.stdout is not None
-    try:
-        async with asyncio.timeout(20):
-            while True:
-                line = await process.stdout.readline()
-                assert line, "oidc-provider exited before listening"
-                if line.startswith(b"{"):
-                    yield str(json.loads(line)["issuer"])
-                    break
-    finally:
-        process.terminate()
-        await process.wait()
+    async with running_provider(RESOURCE) as provider:
+        yield provider.issuer
 
 
 def _client_auth() -> dict[str, str]:

@@ -24,11 +24,12 @@ import asyncio
 import base64
 import binascii
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
 from aiohttp import web
+
+from tests.support.loopback_server import LoopbackServer
 
 Mode = Literal["ok", "error", "garbage", "not_object", "no_active", "bad_types"]
 PATH = "/introspect"
@@ -40,7 +41,7 @@ class Call:
     auth_method: str  # client_secret_basic | client_secret_post
 
 
-class IntrospectionServer:
+class IntrospectionServer(LoopbackServer):
     def __init__(self, client_id: str, client_secret: str) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -49,8 +50,6 @@ class IntrospectionServer:
         self.delay = 0.0
         self.calls: list[Call] = []
         self.refused = 0  # calls answered 401 (wrong or missing client credentials)
-        self.port = 0
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
@@ -103,29 +102,5 @@ class IntrospectionServer:
             return web.json_response({"active": True, **members, "exp": "tomorrow"})
         return web.json_response({"active": True, **members})
 
-    async def start(self) -> None:
-        """Serve on 127.0.0.1: a free port the first time, the same one after `stop()`."""
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post(PATH, self._introspect)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> IntrospectionServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -29,12 +29,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from types import TracebackType
 from typing import Any, Literal
 
 from aiohttp import web
 
 from scopegate.devtools.keys import SigningKey, jwks
+from tests.support.loopback_server import LoopbackServer
 
 Mode = Literal["ok", "down", "garbage", "empty", "huge"]
 
@@ -43,7 +43,7 @@ JWKS_PATH = "/jwks.json"
 HUGE_BYTES = 2 << 20
 
 
-class JwksServer:
+class JwksServer(LoopbackServer):
     def __init__(self, keys: list[SigningKey], *, cache_control: str | None = None) -> None:
         self.keys = list(keys)
         self.cache_control = cache_control
@@ -53,8 +53,6 @@ class JwksServer:
         self.body: bytes | None = None
         self.discovery: dict[str, Any] = {}
         self.requests: Counter[str] = Counter()
-        self.port = 0
-        self._runner: web.AppRunner | None = None
 
     @property
     def issuer(self) -> str:
@@ -103,31 +101,6 @@ class JwksServer:
             body=json.dumps(document).encode(), content_type="application/json", headers=headers
         )
 
-    async def start(self) -> None:
-        """Serve on 127.0.0.1: a free port the first time, the same one after `stop()`."""
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get(DISCOVERY_PATH, self._answer)
         app.router.add_get(JWKS_PATH, self._answer)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        """Close the port: fetches now fail with connection refused."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> JwksServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -188,16 +188,21 @@ class DevIssuer:
         return None if _digest(token) in self._revoked else claims
 
     async def _introspection(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        refused = self._client_refused(request, form)
-        if refused is not None:
-            return refused
-        token = form.get("token")
-        if not isinstance(token, str) or not token:
-            return _oauth_error(400, "invalid_request", "the token parameter is missing")
+        token = await self._client_and_token(request)
+        if isinstance(token, web.Response):
+            return token
         return web.json_response(self.introspect(token), headers=_NO_STORE)
 
     async def _revocation(self, request: web.Request) -> web.Response:
+        token = await self._client_and_token(request)
+        if isinstance(token, web.Response):
+            return token
+        self.revoke(token)
+        return web.Response(status=200, headers=_NO_STORE)
+
+    async def _client_and_token(self, request: web.Request) -> str | web.Response:
+        """The `token` of an introspection or revocation request from this issuer's client, or
+        the error answer (RFC 7662 §2.1, RFC 7009 §2.1)."""
         form = await request.post()
         refused = self._client_refused(request, form)
         if refused is not None:
@@ -205,8 +210,7 @@ class DevIssuer:
         token = form.get("token")
         if not isinstance(token, str) or not token:
             return _oauth_error(400, "invalid_request", "the token parameter is missing")
-        self.revoke(token)
-        return web.Response(status=200, headers=_NO_STORE)
+        return token
 
     def _client_refused(
         self, request: web.Request, form: Mapping[str, object]

@@ -45,6 +45,7 @@ import aiohttp
 
 from scopegate.config.model import Introspection, Issuer
 from scopegate.errors import KeyFetchError
+from scopegate.keys.claim_types import is_numeric_date
 from scopegate.keys.fetch import check_url, discover, read_capped
 from scopegate.reasons import Denied, Reason
 
@@ -57,14 +58,10 @@ _NUMERIC_DATES = ("exp", "iat", "nbf")
 AnswerHook = Callable[[str, str], None]  # issuer, result: active | inactive | error
 
 
-def _is_numeric_date(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _type_problem(answer: Mapping[str, Any]) -> str | None:
     """What is wrong with the members of an active answer, or None (RFC 7662 §2.2)."""
     for name in _NUMERIC_DATES:
-        if name in answer and not _is_numeric_date(answer[name]):
+        if name in answer and not is_numeric_date(answer[name]):
             return f"{name} is not a number"
     for name in ("scope", "sub", "iss", "client_id"):
         if name in answer and not isinstance(answer[name], str):

@@ -99,6 +99,7 @@ from typing import Any, ClassVar
 import jwt
 
 from scopegate.config.algorithms import KEY_SHAPES
+from scopegate.keys.claim_types import is_numeric_date
 from scopegate.pipeline.target import remove_dot_segments
 from scopegate.pipeline.verify import (
     b64url_decode,
@@ -358,20 +359,11 @@ def _check_request(claims: Mapping[str, Any], method: str, url: str) -> None:
         raise _invalid("the DPoP proof's htu is not this request's URL")
 
 
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:  # 1e999 parses as inf and 10**400 as an int no float holds: neither is a time
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
 def _check_iat(claims: Mapping[str, Any], now: float, max_age: float, leeway: float) -> float:
     if "iat" not in claims:
         raise _invalid("the DPoP proof has no iat claim")
     iat = claims["iat"]
-    if not _is_number(iat):
+    if not is_numeric_date(iat):
         raise _invalid("the DPoP proof's iat is not a number")
     if iat < now - max_age:
         raise _invalid("the DPoP proof is too old (iat)")

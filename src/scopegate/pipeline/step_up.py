@@ -15,11 +15,11 @@ Usage::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from scopegate.config.model import Route
+from scopegate.keys.claim_types import is_numeric_date
 from scopegate.reasons import Denied, Reason
 
 
@@ -39,10 +39,6 @@ def _unmet(route: Route, detail: str) -> Denied:
     )
 
 
-def _is_time(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def require_authentication(
     route: Route, claims: Mapping[str, Any], *, now: float, leeway: float
 ) -> None:
@@ -55,7 +51,7 @@ def require_authentication(
             raise _unmet(route, "the user authenticated in a way this route does not accept (acr)")
     if route.max_age is not None:
         auth_time: Any = claims.get("auth_time")
-        if not _is_time(auth_time):
+        if not is_numeric_date(auth_time):
             raise _unmet(route, "the token does not say when the user authenticated (auth_time)")
         if now - float(auth_time) > route.max_age + leeway:
             raise _unmet(

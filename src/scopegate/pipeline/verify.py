@@ -50,6 +50,7 @@ import jwt
 
 from scopegate.config.algorithms import KEY_SHAPES
 from scopegate.config.model import UNKNOWN_SOURCE, Issuer
+from scopegate.keys.claim_types import is_numeric_date
 from scopegate.keys.token_cache import VerifiedTokens, cache_key
 from scopegate.pipeline import KeptClaims, Principal
 from scopegate.pipeline.scopes import granted_scopes
@@ -163,19 +164,10 @@ def parse_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return _json_object(parts[0], "header"), _json_object(parts[1], "claims")
 
 
-def _is_numeric_date(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:  # 1e999 parses as inf and 10**400 as an int no float holds: neither is a date
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
 def check_claim_types(claims: Mapping[str, Any]) -> None:
     """RFC 7519 §4.1 types: NumericDate numbers, `aud` a string or strings, `sub` a string."""
     for name in _TIME_CLAIMS:
-        if name in claims and not _is_numeric_date(claims[name]):
+        if name in claims and not is_numeric_date(claims[name]):
             raise _malformed(f"the {name} claim is not a number")
     if "sub" in claims and not isinstance(claims["sub"], str):
         raise _malformed("the sub claim is not a string")

@@ -167,7 +167,9 @@ class Gateway:
         principal = exchange.principal
         if principal.bound_to is not None:  # RFC 8705: a certificate-bound token
             check_binding(principal.bound_to, _client_certificate(exchange, runtime))
-        dpop = runtime.dpop  # RFC 9449; `DpopPolicy.applies`, written out: every request asks
+        # RFC 9449: only a DPoP request, a DPoP-bound token, or an issuer's `required` needs the
+        # policy; three attributes, since every request asks.
+        dpop = runtime.dpop
         dpop_token = exchange.dpop_token
         if dpop_token is not None or principal.dpop_bound_to is not None or dpop.required_somewhere:
             await self._check_dpop(exchange, runtime)

@@ -31,7 +31,8 @@ proof cannot be used again at another worker or replica (`gateway`).
 Usage::
 
     policy = DpopPolicy(config.issuers, public_url, ReplayCache())
-    if policy.applies(principal, dpop_scheme):
+    # for a verified token: only a DPoP request, a bound token, or under `required`
+    if dpop_scheme or principal.dpop_bound_to is not None or policy.required_somewhere:
         url = policy.url(request.scheme, host, path)
         proof = policy.check(principal, token, dpop_scheme, proofs, method=m, url=url, now=now)
         if proof is not None:
@@ -93,10 +94,6 @@ class DpopPolicy:
         # with a path names the resource, and requests arrive with that path already).
         self.public_origin = None if public_url is None else _origin(public_url)
         self.replay = replay
-
-    def applies(self, principal: Principal, dpop_scheme: bool) -> bool:
-        """Whether the request needs `check`: cheap, for every request with a verified token."""
-        return dpop_scheme or principal.dpop_bound_to is not None or self.required_somewhere
 
     def url(self, scheme: str, host: str | None, path: str) -> str:
         """The request's public URL without its query: what `htu` must name."""

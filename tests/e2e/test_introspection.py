@@ -233,6 +233,23 @@ async def test_the_answer_is_checked_as_a_jwts_claims_are(
         assert setup.env.upstream.received == []
 
 
+@pytest.mark.parametrize(
+    "members",
+    [{"token_use": "refresh_token"}, {"typ": "Refresh"}, {"typ": "Offline"}, {"typ": "ID"}],
+    ids=["Hydra refresh token", "Keycloak refresh token", "Keycloak offline token", "ID token"],
+)
+async def test_an_active_token_the_issuer_says_is_no_access_token_is_refused(
+    monkeypatch: pytest.MonkeyPatch, members: dict[str, Any]
+) -> None:
+    async with introspecting(monkeypatch) as setup:
+        token = setup.grant("opaque-refresh", **members)
+        assert (await setup.get(token)).status == 401
+        assert setup.env.sample(DENIALS, route="list-contacts", reason="invalid_token_type") == 1
+        assert setup.env.upstream.received == []
+        access = setup.grant("opaque-access", token_use="access_token", typ="Bearer")
+        assert (await setup.get(access)).status == 200
+
+
 async def test_an_answer_without_aud_or_iss_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     """RFC 7662 makes both optional; SPEC §6.4 checks them when present."""
     async with introspecting(monkeypatch) as setup:

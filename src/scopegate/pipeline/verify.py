@@ -221,6 +221,21 @@ def _interned(names: Collection[str] | None) -> frozenset[str] | None:
     return None if names is None else frozenset(map(sys.intern, names))
 
 
+# What some providers say of a token that is not an access token, which an endpoint may still
+# call active: Ory Hydra's `token_use`, Keycloak's `typ` (RFC 7662 leaves both to the provider).
+_NOT_ACCESS_TOKEN_TYPES = frozenset({"refresh", "offline", "id", "id_token", "logout"})
+
+
+def _is_access_token(answer: Mapping[str, Any]) -> bool:
+    """Whether an active introspection answer may stand for an access token: a refresh or ID
+    token must never open an API, whatever the endpoint says of its being active."""
+    use = answer.get("token_use")
+    if use is not None and use != "access_token":
+        return False
+    typ = answer.get("typ")
+    return not (isinstance(typ, str) and typ.lower() in _NOT_ACCESS_TOKEN_TYPES)
+
+
 class TokenVerifier:
     """Verifies tokens of the configured issuers, each with its own key source."""
 
@@ -354,6 +369,8 @@ class TokenVerifier:
         claims = await plan.introspector.active_claims(token, digest)
         if claims.get("iss", plan.issuer.issuer) != plan.issuer.issuer:
             raise Denied(Reason.INVALID_ISSUER, "the introspected token names another issuer")
+        if not _is_access_token(claims):
+            raise Denied(Reason.INVALID_TOKEN_TYPE, "the issuer says this is not an access token")
         self._check_claims(claims, plan, audience, audience_optional=True)
         return self._principal(claims, plan, self._introspection_lifetime(claims, plan))
 

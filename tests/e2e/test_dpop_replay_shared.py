@@ -137,8 +137,12 @@ async def test_a_failing_redis_leaves_the_check_to_each_process_and_is_counted()
         await redis.stop()
         token, proof = _token_and_proof(key, issuer)
         async with aiohttp.ClientSession() as http:
+            errors = "scopegate_rate_limit_store_errors_total"
             assert await _send(http, gateways[0], token, proof) == 200
+            # Two failed calls: the rate limit's count, then the proof's (allowed, remembered
+            # in this process only).
+            assert registries[0].get_sample_value(errors) == 2
             assert await _send(http, gateways[0], token, proof) == 401
-        errors = registries[0].get_sample_value("scopegate_rate_limit_store_errors_total")
-        assert errors is not None and errors >= 1
+            # One more, the rate limit's: the replay is refused by this process before Redis.
+            assert registries[0].get_sample_value(errors) == 3
         assert len(upstream.received) == 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import json
 import re
 import signal
 import ssl
@@ -38,6 +37,7 @@ from tests.support.certs import (
     not_after,
     serial_number,
     write_new_key,
+    yaml_path,
 )
 from tests.support.config_errors import errors_of, line_of
 from tests.support.jwks_server import JwksServer
@@ -111,10 +111,6 @@ def _clients(tmp_path: Path) -> Clients:
     )
 
 
-def _yaml_path(path: Path) -> str:
-    return json.dumps(str(path))  # a JSON string is a YAML string, whatever the path holds
-
-
 def tls_section(
     server: ServerFiles,
     *,
@@ -123,11 +119,11 @@ def tls_section(
     client_auth: str | None = None,
 ) -> str:
     """The `tls:` block of the configuration file, with only the keys given."""
-    lines = ["tls:", f"  cert: {_yaml_path(server.cert)}", f"  key: {_yaml_path(server.key)}"]
+    lines = ["tls:", f"  cert: {yaml_path(server.cert)}", f"  key: {yaml_path(server.key)}"]
     if min_version is not None:
         lines.append(f'  min_version: "{min_version}"')
     if client_ca is not None:
-        lines.append(f"  client_ca: {_yaml_path(client_ca)}")
+        lines.append(f"  client_ca: {yaml_path(client_ca)}")
     if client_auth is not None:
         lines.append(f"  client_auth: {client_auth}")
     return "\n".join(lines) + "\n"

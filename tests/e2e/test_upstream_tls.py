@@ -37,6 +37,7 @@ from tests.support.certs import (
     serial_number,
     server_context,
     write_new_key,
+    yaml_path,
 )
 from tests.support.config_errors import errors_of, line_of
 from tests.support.upstream import RecordingUpstream
@@ -64,10 +65,6 @@ TWIN_TEMPLATE = (
 # --- certificates and configuration ----------------------------------------------------------
 
 
-def _yaml_path(path: Path) -> str:
-    return json.dumps(str(path))  # a JSON string is a YAML string, whatever the path holds
-
-
 def upstream_tls(
     *,
     ca: Path | None = None,
@@ -83,13 +80,13 @@ def upstream_tls(
     pad = " " * (indent + 2)
     lines = []
     if ca is not None:
-        lines.append(f"{pad}ca: {_yaml_path(ca)}")
+        lines.append(f"{pad}ca: {yaml_path(ca)}")
     if client is not None:
         cert, key = client.cert, client.key
     if cert is not None:
-        lines.append(f"{pad}cert: {_yaml_path(cert)}")
+        lines.append(f"{pad}cert: {yaml_path(cert)}")
     if key is not None:
-        lines.append(f"{pad}key: {_yaml_path(key)}")
+        lines.append(f"{pad}key: {yaml_path(key)}")
     if server_name is not None:
         lines.append(f"{pad}server_name: {server_name}")
     if null_server_name:

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from scopegate.devtools.certs import (
     DAY,
     ClientFiles,
@@ -25,4 +28,11 @@ __all__ = [
     "serial_number",
     "server_context",
     "write_new_key",
+    "yaml_path",
 ]
+
+
+def yaml_path(path: Path) -> str:
+    """`path` as a YAML value in a configuration file: a JSON string is a YAML string, whatever
+    characters the path holds."""
+    return json.dumps(str(path))

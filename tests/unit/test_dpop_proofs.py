@@ -900,7 +900,11 @@ class TestReplayCache:
         finally:
             tracemalloc.stop()
         assert len(cache) <= 1_000
-        assert max(peaks[5:]) <= peaks[1] * 1.1  # twenty thousand entries later, no growth
+        # Twenty thousand entries later, still the size of about a thousand. Not flat to the
+        # byte: a dict keeps its table after deletions until it is rebuilt, and the heap list
+        # its capacity, so a round may hold up to a table's doubling more; a cache that kept
+        # what expired would hold twenty times as much by the last round.
+        assert max(peaks[5:]) <= peaks[1] * 2
 
     @settings(max_examples=300, deadline=None)
     @given(
